@@ -1,0 +1,45 @@
+// CPU kernel entry points.  Argument and result conventions are the operator contracts
+// documented in handS3C/ops/*.py; the bindings in csrc/bindings/ register them.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <tuple>
+
+namespace hands3c {
+namespace cpu {
+
+using at::Tensor;
+using OptTensor = c10::optional<at::Tensor>;
+
+std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor& x_proj_weight,
+                                                  const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
+                                                  const Tensor& A_logs, const Tensor& Ds);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
+    const Tensor& dout, const Tensor& u, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
+    const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds, const Tensor& dbl,
+    const Tensor& checkpoints);
+
+std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                                      const Tensor& B, const Tensor& C, const OptTensor& D,
+                                                      const OptTensor& z, const OptTensor& delta_bias,
+                                                      bool delta_softplus);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_scan_bwd(
+    const Tensor& dout, const OptTensor& dlast_state, const Tensor& u, const Tensor& delta, const Tensor& A,
+    const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+    bool delta_softplus, const Tensor& checkpoints);
+
+std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const Tensor& y_channel,
+                                                 const Tensor& z, const Tensor& weight, const Tensor& bias,
+                                                 double eps);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, const Tensor& y_spatial,
+                                                         const Tensor& y_channel, const Tensor& z,
+                                                         const Tensor& weight, const Tensor& bias,
+                                                         const Tensor& mean, const Tensor& rstd);
+
+}  // namespace cpu
+}  // namespace hands3c

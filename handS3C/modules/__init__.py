@@ -1,0 +1,4 @@
+"""nn.Modules built on the fused operators."""
+from .s3c_block import SS2D, S3CBlock
+
+__all__ = ["S3CBlock", "SS2D"]

@@ -1,0 +1,126 @@
+"""``cross_scan_selective_scan``: the fused 2-D cross-scan selective scan (SPEC §2).
+
+Contract
+--------
+``cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+*, backend="auto") -> y``
+
+* ``u``: (B, D, P, Q) float32 / float16 / bfloat16, any strides (the S3C channel branch
+  passes a permuted view; no copy is made when the (P, Q) plane can be addressed as one
+  index).  Half-precision ``u`` is read as float32.
+* ``x_proj_weight`` (4, R+2N, D), ``dt_projs_weight`` (4, D, R), ``dt_projs_bias`` (4, D),
+  ``A_logs`` (4D, N), ``Ds`` (4D,): float32 parameters.  N <= 64.
+* returns ``y`` (B, D, P, Q) float32: the sum over the four traversal directions of the
+  selective scan with softplus(delta + bias), A = -exp(A_logs), skip term Ds, where per
+  direction ``[dt_low, B, C] = x_proj_weight[k] @ u`` and ``delta = dt_projs_weight[k] @ dt_low``.
+
+Differentiable with respect to every input.  The fused kernels never build the four
+traversal copies of ``u`` nor the (B, 4, D, L) delta tensors: they walk each direction by
+index arithmetic and compute delta on the fly from the rank-R ``dt_low``.
+
+Operators (namespace ``hands3c``)
+---------------------------------
+``cross_scan_fwd(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
+-> (out (B,D,P,Q) f32, dbl (B, L, 4, R+2N) f32, checkpoints (B, 4, D, ceil(L/64), N) f32)``
+where ``dbl`` holds the per-position projections and ``checkpoints`` the scan state at the
+start of every 64-step chunk of each direction (what the backward recomputes from).
+``cross_scan_bwd(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl,
+checkpoints) -> (du, dx_proj_weight, ddt_projs_weight, ddt_projs_bias, dA_logs, dDs)``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import _ext, reference
+from ._backend import check_same_device, check_shape, check_tensor, resolve_backend
+
+OP = "cross_scan_selective_scan"
+CHECKPOINT_STRIDE = 64
+MAX_STATE = 64
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _validate(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+    check_tensor(OP, "u", u, 4, _FLOATS)
+    check_tensor(OP, "x_proj_weight", x_proj_weight, 3, (torch.float32,))
+    check_tensor(OP, "dt_projs_weight", dt_projs_weight, 3, (torch.float32,))
+    check_tensor(OP, "dt_projs_bias", dt_projs_bias, 2, (torch.float32,))
+    check_tensor(OP, "A_logs", A_logs, 2, (torch.float32,))
+    check_tensor(OP, "Ds", Ds, 1, (torch.float32,))
+    Bn, D, P, Q = u.shape
+    if min(Bn, D, P, Q) < 1:
+        raise ValueError(f"{OP}: u must have no empty dimension, got shape {tuple(u.shape)}")
+    if dt_projs_weight.shape[0] != 4 or dt_projs_weight.shape[1] != D:
+        raise ValueError(f"{OP}: dt_projs_weight must have shape (4, D={D}, R), got {tuple(dt_projs_weight.shape)}")
+    R = dt_projs_weight.shape[2]
+    if A_logs.shape[0] != 4 * D:
+        raise ValueError(f"{OP}: A_logs must have shape (4*D={4 * D}, N), got {tuple(A_logs.shape)}")
+    N = A_logs.shape[1]
+    if not 1 <= N <= MAX_STATE:
+        raise ValueError(f"{OP}: the state size N (A_logs.shape[1]) must be in 1..{MAX_STATE}, got {N}")
+    check_shape(OP, "x_proj_weight", x_proj_weight, (4, R + 2 * N, D))
+    check_shape(OP, "dt_projs_bias", dt_projs_bias, (4, D))
+    check_shape(OP, "Ds", Ds, (4 * D,))
+    return check_same_device(OP, u=u, x_proj_weight=x_proj_weight, dt_projs_weight=dt_projs_weight,
+                             dt_projs_bias=dt_projs_bias, A_logs=A_logs, Ds=Ds)
+
+
+def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *,
+                              backend: str = "auto") -> torch.Tensor:
+    """Fused CrossScanSelectiveScan; see the module docstring for the full contract."""
+    device = _validate(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
+    impl = resolve_backend(backend, device, OP)
+    if u.dtype != torch.float32:
+        u = u.float()
+    if impl == "reference":
+        return reference.cross_scan_selective_scan_ref(u, x_proj_weight, dt_projs_weight, dt_projs_bias,
+                                                        A_logs, Ds).float()
+    if impl == "triton":
+        from . import _triton
+        return _triton.cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
+    return torch.ops.hands3c.cross_scan_fwd(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)[0]
+
+
+def _register() -> None:
+    """Fake kernels and autograd of the C++ operators (needs the schemas from handS3C._C)."""
+    # ---- torch.library registration: fake kernel and autograd of the C++ operators ----------
+
+    @torch.library.register_fake("hands3c::cross_scan_fwd")
+    def _cross_scan_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+        Bn, D, P, Q = u.shape
+        L = P * Q
+        N = A_logs.shape[1]
+        C = x_proj_weight.shape[1]
+        nchunks = (L + CHECKPOINT_STRIDE - 1) // CHECKPOINT_STRIDE
+        out = u.new_empty((Bn, D, P, Q), dtype=torch.float32)
+        dbl = u.new_empty((Bn, L, 4, C), dtype=torch.float32)
+        ckpt = u.new_empty((Bn, 4, D, nchunks, N), dtype=torch.float32)
+        return out, dbl, ckpt
+
+
+    @torch.library.register_fake("hands3c::cross_scan_bwd")
+    def _cross_scan_bwd_fake(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints):
+        return (torch.empty_like(u, dtype=torch.float32, memory_format=torch.contiguous_format),
+                torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
+                torch.empty_like(dt_projs_bias), torch.empty_like(A_logs), torch.empty_like(Ds))
+
+
+    def _cross_scan_setup_context(ctx, inputs, output):
+        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds = inputs
+        _, dbl, ckpt = output
+        ctx.save_for_backward(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, ckpt)
+
+
+    def _cross_scan_backward(ctx, dout, _ddbl, _dckpt):
+        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, ckpt = ctx.saved_tensors
+        grads = torch.ops.hands3c.cross_scan_bwd(dout.contiguous(), u, x_proj_weight, dt_projs_weight,
+                                                 dt_projs_bias, A_logs, Ds, dbl, ckpt)
+        return tuple(grads)
+
+
+    torch.library.register_autograd("hands3c::cross_scan_fwd", _cross_scan_backward,
+                                    setup_context=_cross_scan_setup_context)
+
+
+if _ext.HAS_CPU_EXT:
+    _register()

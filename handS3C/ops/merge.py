@@ -1,0 +1,96 @@
+"""``s3c_merge``: LayerNorm(y_spatial + y_channel) * SiLU(z) in one pass.
+
+Contract
+--------
+``s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, eps=1e-5, *, backend="auto")``
+
+* ``y_spatial``, ``y_channel``: (..., C) float32, same shape, any strides (the S3C block
+  passes permuted views of the two branch outputs).
+* ``z``: (..., C) float32 / float16 / bfloat16, same shape (the gate).
+* ``norm_weight``, ``norm_bias``: (C,) float32.
+* Returns (..., C) float32: ``layer_norm(y_spatial + y_channel) * silu(z)`` over the last
+  dimension (biased variance, like ``torch.nn.LayerNorm``).  Differentiable in every input.
+
+Operators (namespace ``hands3c``)
+---------------------------------
+``s3c_merge_fwd(y_spatial, y_channel, z, weight, bias, eps) -> (out, mean (M,) f32, rstd (M,) f32)``
+with M the number of rows; ``s3c_merge_bwd(dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
+-> (dy (..., C) f32, dz (z's dtype), dweight (C,), dbias (C,))``; ``dy`` is the gradient of
+both ``y_spatial`` and ``y_channel``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _ext, reference
+from ._backend import check_same_device, check_shape, check_tensor, resolve_backend
+
+OP = "s3c_merge"
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _validate(y_spatial, y_channel, z, norm_weight, norm_bias, eps):
+    check_tensor(OP, "y_spatial", y_spatial, range(1, 9), (torch.float32,))
+    check_tensor(OP, "y_channel", y_channel, range(1, 9), (torch.float32,))
+    check_tensor(OP, "z", z, range(1, 9), _FLOATS)
+    check_shape(OP, "y_channel", y_channel, y_spatial.shape)
+    check_shape(OP, "z", z, y_spatial.shape)
+    C = y_spatial.shape[-1]
+    if C < 1:
+        raise ValueError(f"{OP}: the last dimension of y_spatial must be non-empty")
+    check_tensor(OP, "norm_weight", norm_weight, 1, (torch.float32,))
+    check_tensor(OP, "norm_bias", norm_bias, 1, (torch.float32,))
+    check_shape(OP, "norm_weight", norm_weight, (C,))
+    check_shape(OP, "norm_bias", norm_bias, (C,))
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{OP}: eps must be a positive finite number, got {eps!r}")
+    return check_same_device(OP, y_spatial=y_spatial, y_channel=y_channel, z=z,
+                             norm_weight=norm_weight, norm_bias=norm_bias)
+
+
+def s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, eps: float = 1e-5, *,
+              backend: str = "auto") -> torch.Tensor:
+    """Fused S3C merge; see the module docstring for the full contract."""
+    device = _validate(y_spatial, y_channel, z, norm_weight, norm_bias, eps)
+    impl = resolve_backend(backend, device, OP)
+    if impl == "reference":
+        return reference.s3c_merge_ref(y_spatial, y_channel, z.float(), norm_weight, norm_bias, eps)
+    if impl == "triton":
+        from . import _triton
+        return _triton.s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, float(eps))
+    return torch.ops.hands3c.s3c_merge_fwd(y_spatial, y_channel, z, norm_weight, norm_bias, float(eps))[0]
+
+
+def _register() -> None:
+    """Fake kernels and autograd of the C++ operators (needs the schemas from handS3C._C)."""
+    @torch.library.register_fake("hands3c::s3c_merge_fwd")
+    def _merge_fwd_fake(y_spatial, y_channel, z, weight, bias, eps):
+        M = y_spatial.numel() // y_spatial.shape[-1]
+        out = y_spatial.new_empty(y_spatial.shape)
+        return out, y_spatial.new_empty((M,)), y_spatial.new_empty((M,))
+
+
+    @torch.library.register_fake("hands3c::s3c_merge_bwd")
+    def _merge_bwd_fake(dout, y_spatial, y_channel, z, weight, bias, mean, rstd):
+        return (y_spatial.new_empty(y_spatial.shape), z.new_empty(z.shape),
+                torch.empty_like(weight), torch.empty_like(weight))
+
+
+    def _merge_setup_context(ctx, inputs, output):
+        y_spatial, y_channel, z, weight, bias, eps = inputs
+        ctx.save_for_backward(y_spatial, y_channel, z, weight, bias, output[1], output[2])
+
+
+    def _merge_backward(ctx, dout, _dmean, _drstd):
+        y_spatial, y_channel, z, weight, bias, mean, rstd = ctx.saved_tensors
+        dy, dz, dw, db = torch.ops.hands3c.s3c_merge_bwd(dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
+        return dy, dy, dz, dw, db, None
+
+
+    torch.library.register_autograd("hands3c::s3c_merge_fwd", _merge_backward, setup_context=_merge_setup_context)
+
+
+if _ext.HAS_CPU_EXT:
+    _register()

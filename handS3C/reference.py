@@ -1,0 +1,204 @@
+"""The published S3C computation in plain PyTorch (SPEC §2), used as the reference.
+
+Everything here follows the published code path step by step: the four traversal copies
+are materialised (cross-scan), the selective scan runs over them through mamba-ssm
+(``selective_scan_ref`` on CPU, the compiled ``selective_scan_fn`` on CUDA when mamba-ssm's
+extension is present), and the outputs are re-aligned and summed (cross-merge).  The fused
+operators in :mod:`handS3C.ops` must equal these functions.
+
+``selective_scan_ref64`` is an independent float64 transcription of the same recurrence
+(no mamba-ssm involved) for tests that need a float64 ground truth.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "mamba_selective_scan_ref",
+    "mamba_selective_scan_cuda_fn",
+    "selective_scan_ref64",
+    "cross_scan",
+    "cross_merge",
+    "cross_scan_selective_scan_ref",
+    "s3c_merge_ref",
+]
+
+_MAMBA_REF: Optional[Callable] = None
+_MAMBA_CUDA_FN: Optional[Callable] = None
+_MAMBA_LOADED = False
+
+
+def _load_mamba_interface():
+    """Import ``mamba_ssm.ops.selective_scan_interface`` on machines without its CUDA module.
+
+    mamba-ssm's package ``__init__`` imports its models, and the interface module imports
+    the compiled ``selective_scan_cuda`` at top level; neither works on a CPU-only machine
+    (SPEC §5).  We load the interface file with a bare ``mamba_ssm`` package object and,
+    only if the real compiled module is missing, a placeholder ``selective_scan_cuda``.
+    Every ``sys.modules`` entry added for this is removed afterwards, so nothing outside
+    this import sees the placeholders.
+    """
+    global _MAMBA_REF, _MAMBA_CUDA_FN, _MAMBA_LOADED
+    if _MAMBA_LOADED:
+        return
+    _MAMBA_LOADED = True
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    pkg_dir = list(spec.submodule_search_locations)[0]
+    iface_path = os.path.join(pkg_dir, "ops", "selective_scan_interface.py")
+    if not os.path.exists(iface_path):
+        return
+    try:
+        has_cuda_module = importlib.util.find_spec("selective_scan_cuda") is not None
+    except (ImportError, ValueError):
+        has_cuda_module = False
+    before = set(sys.modules)
+    saved = {k: sys.modules[k] for k in ("mamba_ssm", "selective_scan_cuda") if k in sys.modules}
+    try:
+        if "mamba_ssm" not in sys.modules:
+            bare = types.ModuleType("mamba_ssm")
+            bare.__path__ = [pkg_dir]
+            sys.modules["mamba_ssm"] = bare
+        if not has_cuda_module and "selective_scan_cuda" not in sys.modules:
+            sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+        mod_spec = importlib.util.spec_from_file_location("_hands3c_mamba_selective_scan_interface", iface_path)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+        _MAMBA_REF = module.selective_scan_ref
+        if has_cuda_module:
+            _MAMBA_CUDA_FN = module.selective_scan_fn
+    except Exception:  # mamba-ssm present but unusable: callers get a clear error below
+        _MAMBA_REF = None
+        _MAMBA_CUDA_FN = None
+    finally:
+        if not has_cuda_module or "mamba_ssm" not in saved:
+            for key in set(sys.modules) - before:
+                if key == "mamba_ssm" or key.startswith("mamba_ssm.") or key == "selective_scan_cuda":
+                    del sys.modules[key]
+        sys.modules.update(saved)
+
+
+def mamba_selective_scan_ref() -> Callable:
+    """mamba-ssm's ``selective_scan_ref`` (raises ``ImportError`` naming the fix if absent)."""
+    _load_mamba_interface()
+    if _MAMBA_REF is None:
+        raise ImportError(
+            "mamba-ssm is not installed (or its selective_scan_interface failed to load). Install it "
+            "as README/SPEC §5 describe: MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE "
+            "pip install --no-build-isolation --no-deps mamba-ssm==2.3.2.post1")
+    return _MAMBA_REF
+
+
+def mamba_selective_scan_cuda_fn() -> Optional[Callable]:
+    """mamba-ssm's compiled ``selective_scan_fn`` when its CUDA module exists, else ``None``."""
+    _load_mamba_interface()
+    return _MAMBA_CUDA_FN
+
+
+def selective_scan_ref64(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False):
+    """Independent sequential selective scan in float64 (same contract as mamba-ssm's).
+
+    Shapes: u, delta, z (batch, dim, L); A (dim, N) real; B, C (dim, N), (batch, N, L) or
+    (batch, groups, N, L); D, delta_bias (dim,).  Returns float64 ``out`` (and the float64
+    last state (batch, dim, N)).  Differentiable through autograd.
+    """
+    f64 = lambda t: None if t is None else t.to(torch.float64)
+    u, delta, A, B, C, D, z, delta_bias = map(f64, (u, delta, A, B, C, D, z, delta_bias))
+    batch, dim, L = u.shape
+    if delta_bias is not None:
+        delta = delta + delta_bias[None, :, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+
+    def per_step(M):  # -> (batch, dim, N, L) view-compatible tensor
+        if M.dim() == 2:
+            return M[None, :, :, None]
+        if M.dim() == 3:
+            return M[:, None, :, :]
+        g = M.shape[1]
+        return M.repeat_interleave(dim // g, dim=1)
+
+    Bs, Cs = per_step(B), per_step(C)
+    dA = torch.exp(delta[:, :, None, :] * A[None, :, :, None])  # (batch, dim, N, L)
+    dBu = delta[:, :, None, :] * Bs * u[:, :, None, :]
+    h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64, device=u.device)
+    ys = []
+    for t in range(L):
+        h = dA[..., t] * h + dBu[..., t]
+        c_t = Cs[..., t] if Cs.shape[-1] > 1 else Cs[..., 0]
+        ys.append((h * c_t).sum(-1))
+    out = torch.stack(ys, dim=-1)
+    if D is not None:
+        out = out + u * D[None, :, None]
+    if z is not None:
+        out = out * F.silu(z)
+    return (out, h) if return_last_state else out
+
+
+# ---------------------------------------------------------------------------------------
+# The published cross-scan path
+# ---------------------------------------------------------------------------------------
+
+def cross_scan(u: torch.Tensor) -> torch.Tensor:
+    """Materialise the four traversals: u (B, D, P, Q) -> (B, 4, D, P*Q).
+
+    k=0 row-major, k=1 column-major, k=2 and k=3 their reverses (SPEC §2).
+    """
+    Bn, D, P, Q = u.shape
+    row = u.reshape(Bn, D, P * Q)
+    col = u.transpose(2, 3).reshape(Bn, D, P * Q)
+    xs = torch.stack([row, col], dim=1)
+    return torch.cat([xs, torch.flip(xs, dims=[-1])], dim=1)
+
+
+def cross_merge(ys: torch.Tensor, P: int, Q: int) -> torch.Tensor:
+    """Re-align the four direction outputs (B, 4, D, L) to row-major order and sum them."""
+    Bn, K, D, L = ys.shape
+    ys = ys[:, 0:2] + torch.flip(ys[:, 2:4], dims=[-1])
+    col = ys[:, 1].reshape(Bn, D, Q, P).transpose(2, 3).reshape(Bn, D, L)
+    return (ys[:, 0] + col).reshape(Bn, D, P, Q)
+
+
+def cross_scan_selective_scan_ref(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                                  scan_fn: Optional[Callable] = None):
+    """The published CrossScanSelectiveScan (SPEC §2), materialising every intermediate.
+
+    u: (B, D, P, Q); x_proj_weight (4, R+2N, D); dt_projs_weight (4, D, R); dt_projs_bias
+    (4, D); A_logs (4D, N); Ds (4D,).  Returns (B, D, P, Q) in u's floating dtype (float32 for
+    the published float32 path).  ``scan_fn`` defaults to mamba-ssm's ``selective_scan_fn``
+    on CUDA (when compiled) and ``selective_scan_ref`` elsewhere; pass
+    :func:`selective_scan_ref64` for a float64 ground truth.
+    """
+    Bn, D, P, Q = u.shape
+    L = P * Q
+    K = 4
+    R = dt_projs_weight.shape[2]
+    N = A_logs.shape[1]
+    if scan_fn is None:
+        cuda_fn = mamba_selective_scan_cuda_fn() if u.is_cuda else None
+        scan_fn = cuda_fn if cuda_fn is not None else mamba_selective_scan_ref()
+    xs = cross_scan(u)                                                # (B, 4, D, L)
+    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)         # (B, 4, R+2N, L)
+    dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
+    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)        # (B, 4, D, L)
+    out = scan_fn(
+        xs.reshape(Bn, K * D, L), dts.reshape(Bn, K * D, L), -torch.exp(A_logs),
+        Bs.contiguous(), Cs.contiguous(), Ds, z=None, delta_bias=dt_projs_bias.reshape(-1),
+        delta_softplus=True)
+    return cross_merge(out.reshape(Bn, K, D, L), P, Q)
+
+
+def s3c_merge_ref(y_spatial, y_channel, z, norm_weight, norm_bias, eps: float = 1e-5):
+    """LayerNorm(y_spatial + y_channel) * SiLU(z) over the last dimension."""
+    y = F.layer_norm(y_spatial + y_channel, (y_spatial.shape[-1],), norm_weight, norm_bias, eps)
+    return y * F.silu(z)
