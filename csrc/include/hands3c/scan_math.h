@@ -10,7 +10,7 @@
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define HS3C_HD __host__ __device__ __forceinline__
 #else
-#define HS3C_HD inline
+#define HS3C_HD static inline  // internal linkage: safe to include in TUs built for different ISAs
 #endif
 
 // `#pragma omp simd` that also works inside macro arguments (AT_DISPATCH lambdas).
@@ -96,7 +96,10 @@ HS3C_HD float log1p_unit_f(float t) {
   float u = 1.0f + t;
   float d = u - 1.0f;
   float l = log_1to2_f(u);
-  return d == 0.0f ? t : l * (t / d);
+  // Division on a safe denominator and a select afterwards (no branch), so SIMD loops vectorise.
+  float dsafe = d == 0.0f ? 1.0f : d;
+  float r = l * (t / dsafe);
+  return d == 0.0f ? t : r;
 }
 
 // softplus(x) = log(1 + e^x), computed as max(x,0) + log1p(e^-|x|) so it never overflows.

@@ -1,0 +1,40 @@
+// Argument blocks of the cross-scan CPU kernels and the per-ISA entry points
+// (cross_scan_isa_*.cpp), shared with the dispatcher in cross_scan_cpu.cpp.
+#pragma once
+
+#include <cstdint>
+
+namespace hands3c {
+namespace cpu {
+
+struct CrossScanArgs {
+  int64_t B, D, P, Q, L, R, N, C;     // C = R + 2N
+  const float* u; int64_t u_sb, u_sd, u_sl;   // u[b, d, l] at u + b*u_sb + d*u_sd + l*u_sl
+  const float* dbl;                   // (B, 4, L, C): projections in each direction's scan order
+  const float* dt_w;                  // (4, D, R) contiguous
+  const float* dt_b;                  // (4, D)
+  const float* a_logs;                // (4D, N)
+  const float* ds;                    // (4D)
+};
+
+struct CrossScanGrads {
+  const float* dout;     // (B, D, L) contiguous
+  const float* ckpt;     // (B, 4, D, nchunks, N)
+  float* du;             // (B, D, L) contiguous, written (the projection term is added later)
+  float* ddbl_part;      // (ngroups, B, 4, L, C): per channel-group partial of d(dbl), scan order
+  float* dw_part;        // (B, 4, D, R)
+  float* db_part;        // (B, 4, D)
+  float* dalog_part;     // (B, 4D, N): gradient w.r.t. A (not yet times A)
+  float* dds_part;       // (B, 4D)
+  int64_t ngroups, blocks_per_group;
+};
+
+void cross_scan_forward_avx512(const CrossScanArgs& s, float* out, float* ckpt);
+void cross_scan_forward_avx2(const CrossScanArgs& s, float* out, float* ckpt);
+void cross_scan_forward_baseline(const CrossScanArgs& s, float* out, float* ckpt);
+void cross_scan_backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g);
+void cross_scan_backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g);
+void cross_scan_backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g);
+
+}  // namespace cpu
+}  // namespace hands3c

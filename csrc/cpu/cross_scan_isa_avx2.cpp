@@ -1,0 +1,35 @@
+// The cross-scan kernels compiled for one instruction set (avx2); cross_scan_cpu.cpp picks
+// the best one the running CPU supports.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/cross_scan_dispatch.h"
+#include "hands3c/scan_math.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi2")
+#define HS3C_TARGET_PUSHED 1
+#endif
+
+#define HS3C_ISA_NAMESPACE isa_avx2
+#include "cpu/cross_scan_kernel.h"
+
+namespace hands3c {
+namespace cpu {
+void cross_scan_forward_avx2(const CrossScanArgs& s, float* out, float* ckpt) {
+  isa_avx2::forward(s, out, ckpt);
+}
+void cross_scan_backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g) {
+  isa_avx2::backward(s, g);
+}
+}  // namespace cpu
+}  // namespace hands3c
+
+#ifdef HS3C_TARGET_PUSHED
+#pragma GCC pop_options
+#endif

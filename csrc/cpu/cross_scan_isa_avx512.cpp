@@ -1,0 +1,35 @@
+// The cross-scan kernels compiled for one instruction set (avx512); cross_scan_cpu.cpp picks
+// the best one the running CPU supports.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/cross_scan_dispatch.h"
+#include "hands3c/scan_math.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi2")
+#define HS3C_TARGET_PUSHED 1
+#endif
+
+#define HS3C_ISA_NAMESPACE isa_avx512
+#include "cpu/cross_scan_kernel.h"
+
+namespace hands3c {
+namespace cpu {
+void cross_scan_forward_avx512(const CrossScanArgs& s, float* out, float* ckpt) {
+  isa_avx512::forward(s, out, ckpt);
+}
+void cross_scan_backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g) {
+  isa_avx512::backward(s, g);
+}
+}  // namespace cpu
+}  // namespace hands3c
+
+#ifdef HS3C_TARGET_PUSHED
+#pragma GCC pop_options
+#endif

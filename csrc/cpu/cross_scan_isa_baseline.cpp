@@ -1,0 +1,35 @@
+// The cross-scan kernels compiled for one instruction set (baseline); cross_scan_cpu.cpp picks
+// the best one the running CPU supports.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/cross_scan_dispatch.h"
+#include "hands3c/scan_math.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC push_options
+// Baseline x86-64: the compiler's default target.
+#define HS3C_TARGET_PUSHED 1
+#endif
+
+#define HS3C_ISA_NAMESPACE isa_baseline
+#include "cpu/cross_scan_kernel.h"
+
+namespace hands3c {
+namespace cpu {
+void cross_scan_forward_baseline(const CrossScanArgs& s, float* out, float* ckpt) {
+  isa_baseline::forward(s, out, ckpt);
+}
+void cross_scan_backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g) {
+  isa_baseline::backward(s, g);
+}
+}  // namespace cpu
+}  // namespace hands3c
+
+#ifdef HS3C_TARGET_PUSHED
+#pragma GCC pop_options
+#endif
