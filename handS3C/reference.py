@@ -27,6 +27,8 @@ __all__ = [
     "selective_scan_ref64",
     "cross_scan",
     "cross_merge",
+    "align_directions",
+    "cross_scan_inputs",
     "cross_scan_selective_scan_ref",
     "s3c_merge_ref",
 ]
@@ -161,12 +163,36 @@ def cross_scan(u: torch.Tensor) -> torch.Tensor:
     return torch.cat([xs, torch.flip(xs, dims=[-1])], dim=1)
 
 
-def cross_merge(ys: torch.Tensor, P: int, Q: int) -> torch.Tensor:
-    """Re-align the four direction outputs (B, 4, D, L) to row-major order and sum them."""
+def align_directions(ys: torch.Tensor, P: int, Q: int) -> torch.Tensor:
+    """Map each direction's output (B, 4, D, L) back to row-major plane order (B, 4, D, L)."""
     Bn, K, D, L = ys.shape
-    ys = ys[:, 0:2] + torch.flip(ys[:, 2:4], dims=[-1])
-    col = ys[:, 1].reshape(Bn, D, Q, P).transpose(2, 3).reshape(Bn, D, L)
-    return (ys[:, 0] + col).reshape(Bn, D, P, Q)
+    fwd = torch.stack([ys[:, 0], ys[:, 1]], dim=1)
+    rev = torch.flip(ys[:, 2:4], dims=[-1])
+    col_to_row = lambda t: t.reshape(Bn, D, Q, P).transpose(2, 3).reshape(Bn, D, L)
+    return torch.stack([fwd[:, 0], col_to_row(fwd[:, 1]), rev[:, 0], col_to_row(rev[:, 1])], dim=1)
+
+
+def cross_merge(ys: torch.Tensor, P: int, Q: int) -> torch.Tensor:
+    """Re-align the four direction outputs (B, 4, D, L) to row-major order and sum: (B, D, P, Q)."""
+    Bn, K, D, L = ys.shape
+    return align_directions(ys, P, Q).sum(dim=1).reshape(Bn, D, P, Q)
+
+
+def cross_scan_inputs(u, x_proj_weight, dt_projs_weight):
+    """The published path's selective-scan arguments for one plane.
+
+    Returns ``xs`` (B, 4D, L) direction-major traversals, ``delta`` (B, 4D, L) before bias and
+    softplus, and ``Bs``, ``Cs`` (B, 4, N, L).
+    """
+    Bn, D, P, Q = u.shape
+    R = dt_projs_weight.shape[2]
+    N = (x_proj_weight.shape[1] - R) // 2
+    xs = cross_scan(u)                                                # (B, 4, D, L)
+    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)         # (B, 4, R+2N, L)
+    dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
+    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)        # (B, 4, D, L)
+    L = P * Q
+    return xs.reshape(Bn, 4 * D, L), dts.reshape(Bn, 4 * D, L), Bs.contiguous(), Cs.contiguous()
 
 
 def cross_scan_selective_scan_ref(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
@@ -174,28 +200,19 @@ def cross_scan_selective_scan_ref(u, x_proj_weight, dt_projs_weight, dt_projs_bi
     """The published CrossScanSelectiveScan (SPEC §2), materialising every intermediate.
 
     u: (B, D, P, Q); x_proj_weight (4, R+2N, D); dt_projs_weight (4, D, R); dt_projs_bias
-    (4, D); A_logs (4D, N); Ds (4D,).  Returns (B, D, P, Q) in u's floating dtype (float32 for
-    the published float32 path).  ``scan_fn`` defaults to mamba-ssm's ``selective_scan_fn``
-    on CUDA (when compiled) and ``selective_scan_ref`` elsewhere; pass
-    :func:`selective_scan_ref64` for a float64 ground truth.
+    (4, D); A_logs (4D, N); Ds (4D,).  Returns (B, D, P, Q) (float32 through mamba-ssm, which
+    computes in float32).  ``scan_fn`` defaults to mamba-ssm's compiled ``selective_scan_fn`` on
+    CUDA (when present) and ``selective_scan_ref`` elsewhere; pass :func:`selective_scan_ref64`
+    for a float64 ground truth.
     """
     Bn, D, P, Q = u.shape
-    L = P * Q
-    K = 4
-    R = dt_projs_weight.shape[2]
-    N = A_logs.shape[1]
     if scan_fn is None:
         cuda_fn = mamba_selective_scan_cuda_fn() if u.is_cuda else None
         scan_fn = cuda_fn if cuda_fn is not None else mamba_selective_scan_ref()
-    xs = cross_scan(u)                                                # (B, 4, D, L)
-    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)         # (B, 4, R+2N, L)
-    dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)        # (B, 4, D, L)
-    out = scan_fn(
-        xs.reshape(Bn, K * D, L), dts.reshape(Bn, K * D, L), -torch.exp(A_logs),
-        Bs.contiguous(), Cs.contiguous(), Ds, z=None, delta_bias=dt_projs_bias.reshape(-1),
-        delta_softplus=True)
-    return cross_merge(out.reshape(Bn, K, D, L), P, Q)
+    xs, dts, Bs, Cs = cross_scan_inputs(u, x_proj_weight, dt_projs_weight)
+    out = scan_fn(xs, dts, -torch.exp(A_logs), Bs, Cs, Ds, z=None, delta_bias=dt_projs_bias.reshape(-1),
+                  delta_softplus=True)
+    return cross_merge(out.reshape(Bn, 4, D, P * Q), P, Q)
 
 
 def s3c_merge_ref(y_spatial, y_channel, z, norm_weight, norm_bias, eps: float = 1e-5):
