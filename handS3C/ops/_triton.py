@@ -1,0 +1,327 @@
+"""Triton backend of the public operators (``backend="triton"``).
+
+Every kernel launch sits inside a ``torch.library.triton_op`` of namespace ``hands3c``
+(``*_fwd_triton`` / ``*_bwd_triton``), so torch.compile sees through them (fake kernels
+come from triton_op's own tracing) and autograd is attached with ``register_autograd``.
+The kernels live in :mod:`handS3C.triton_kernels` (``kernels/`` in the source tree); this
+module only plans launches (tile, chunking, channel blocks), allocates buffers and does
+the small deterministic reductions of per-program partial results.
+
+Launch plan knobs, all passed to the operators as explicit integers (0 = automatic):
+
+* ``tile`` (S): steps per register tile and checkpoint stride;
+* ``chunk_tiles``: tiles per chunk (the sequence-parallel unit, see DESIGN.md);
+* ``block_d``: channels per register tile (automatic: autotuned on a GPU);
+* ``bwd_sub``: channel sub-blocks one backward program walks (shrinks the buffers of
+  the channel reductions dB/dC).
+
+:func:`scan_config` sets them for a ``with`` block (tests use small tiles and chunks to
+exercise every boundary under the CPU interpreter).  ``poison=True`` makes every output
+buffer start as NaN instead of uninitialised memory, so a missed store shows up.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+from handS3C.triton_kernels import selective_scan as _ssk
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if INTERPRET:
+    # same results, ~100x faster interpreter scans (see kernels/_interpreter.py)
+    from handS3C.triton_kernels._interpreter import vectorize_interpreter_scan
+
+    vectorize_interpreter_scan()
+
+_CONFIG = {"tile": 0, "chunk_tiles": 0, "block_d": 0, "bwd_sub": 0, "poison": False}
+
+
+@contextlib.contextmanager
+def scan_config(**kwargs):
+    """Temporarily override launch-plan knobs: tile, chunk_tiles, block_d, bwd_sub, poison."""
+    unknown = set(kwargs) - set(_CONFIG)
+    if unknown:
+        raise TypeError(f"scan_config: unknown knobs {sorted(unknown)}")
+    saved = dict(_CONFIG)
+    _CONFIG.update({k: (v if k == "poison" else int(v or 0)) for k, v in kwargs.items()})
+    try:
+        yield
+    finally:
+        _CONFIG.clear()
+        _CONFIG.update(saved)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _np2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def _new(shape, dtype, device) -> Tensor:
+    if _CONFIG["poison"]:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _tile(L: int) -> int:
+    """Steps per tile: 32 on a GPU (a (32, BD, NP) tile per scan fits registers for BD<=16)."""
+    t = _CONFIG["tile"] or (8 if INTERPRET else 32)
+    return max(1, min(_np2(t), _np2(L)))
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def _plan_chunks(n_tiles: int, units: int, device: torch.device, chunk_tiles: int) -> Tuple[int, int]:
+    """(tiles per chunk, number of chunks).
+
+    Chunks only buy parallelism and cost a second scan (pass 1), so a GPU gets just
+    enough of them for ~4 programs per SM; the interpreter (a CPU) gets one chunk.
+    """
+    if chunk_tiles > 0:
+        tpc = min(chunk_tiles, n_tiles)
+    elif device.type == "cuda":
+        want = max(1, _cdiv(4 * _sm_count(device), max(units, 1)))
+        tpc = _cdiv(n_tiles, min(n_tiles, want))
+    else:
+        tpc = n_tiles
+    return tpc, _cdiv(n_tiles, tpc)
+
+
+# Forward kernels are autotuned over channel-block size and warps (key: problem sizes).
+# The (S, BD, NP) tiles (a, b, scanned h) must stay in registers: S*BD*NP <= 8192 with
+# 4-8 warps keeps them at <= 64 floats per thread each.  Backward kernels take BD from
+# the plan (the layout of their partial-sum buffers depends on it) and tune warps only.
+_FWD_CONFIGS = [
+    triton.Config({"BD": 16}, num_warps=4),
+    triton.Config({"BD": 8}, num_warps=4),
+    triton.Config({"BD": 32}, num_warps=8),
+    triton.Config({"BD": 16}, num_warps=8),
+]
+_BWD_CONFIGS = [triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)]
+
+
+def _prune_fwd(configs, named_args, **kwargs):
+    tile = kwargs.get("S", named_args.get("S", 32))
+    np_ = kwargs.get("NP", named_args.get("NP", 16))
+    keep = [c for c in configs if tile * c.kwargs["BD"] * np_ <= 8192]
+    return keep or configs[1:2]
+
+
+def _autotuned(kernel, configs, key, prune=None):
+    """The autotuned kernel on a GPU; ``None`` under the interpreter (first config used)."""
+    if INTERPRET:
+        return None
+    prune_by = {"early_config_prune": prune} if prune is not None else None
+    return triton.autotune(configs=configs, key=key, prune_configs_by=prune_by)(kernel)
+
+
+def _launch_fwd(kernel, tuned, grid_of_bd, block_d: int, *args, **kwargs):
+    """Launch a forward kernel: autotuned unless the plan fixes ``block_d``."""
+    if tuned is not None and not block_d:
+        wrap_triton(tuned)[lambda meta: grid_of_bd(meta["BD"])](*args, **kwargs)
+    else:
+        bd = block_d or _FWD_CONFIGS[0].kwargs["BD"]
+        wrap_triton(kernel)[grid_of_bd(bd)](*args, BD=bd, **kwargs)
+
+
+def _launch_bwd(kernel, tuned, grid, *args, **kwargs):
+    if tuned is not None:
+        wrap_triton(tuned)[grid](*args, **kwargs)
+    else:
+        wrap_triton(kernel)[grid](*args, **kwargs)
+
+
+def _bwd_block_d(block_d: int, width: int) -> int:
+    if block_d:
+        return block_d
+    return min(16, _np2(width))
+
+
+def _empty_grad(t: Tensor) -> Tensor:
+    return t.new_empty((0,), dtype=torch.float32)
+
+
+# =========================================================================================
+# selective_scan
+# =========================================================================================
+
+_SS_KEY = ["L", "dim", "N", "cpg"]
+_ss_fwd_tuned = _autotuned(_ssk.ss_fwd_kernel, _FWD_CONFIGS, _SS_KEY, _prune_fwd)
+_ss_bwd_tuned = _autotuned(_ssk.ss_bwd_kernel, _BWD_CONFIGS, _SS_KEY)
+_ss_bwd_chunk_tuned = _autotuned(_ssk.ss_bwd_chunk_kernel, _BWD_CONFIGS, _SS_KEY)
+
+
+def _ss_strides(u, delta, z, B, C):
+    zz = z if z is not None else u
+    return (*u.stride(), *delta.stride(), *zz.stride(), *B.stride(), *C.stride())
+
+
+@triton_op("hands3c::selective_scan_fwd_triton", mutates_args=())
+def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                              z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                              tile: int, chunk_tiles: int, block_d: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """-> (out (batch, dim, L) u.dtype, last_state (batch, dim, N) f32,
+    checkpoints (batch, dim, ceil(L/tile), N) f32: the state entering every tile)."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    cpg = dim // G
+    per_ch = cpg == 1
+    S, NP = tile, _np2(N)
+    n_tiles = _cdiv(L, S)
+    dev = u.device
+    A = A.contiguous()
+    tpc, nC = _plan_chunks(n_tiles, batch * _cdiv(dim, 16), dev, chunk_tiles)
+    out = _new((batch, dim, L), u.dtype, dev)
+    last = _new((batch, dim, N), torch.float32, dev)
+    ck = _new((batch, dim, n_tiles, N), torch.float32, dev)
+    Dt = D if D is not None else A
+    zt = z if z is not None else u
+    dbt = delta_bias if delta_bias is not None else A
+
+    def grid(bd):
+        nblk = _cdiv(dim, bd) if per_ch else G * _cdiv(cpg, bd)
+        return (nblk, nC, batch)
+
+    strides = _ss_strides(u, delta, z, B, C)
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=delta_bias is not None,
+                 SOFTPLUS=bool(delta_softplus), PER_CH=per_ch, S=S, NP=NP)
+    if nC > 1:
+        hend = _new((batch, dim, nC, N), torch.float32, dev)
+        sdl = _new((batch, dim, nC), torch.float32, dev)
+        _launch_fwd(_ssk.ss_fwd_kernel, _ss_fwd_tuned, grid, block_d,
+                    u, delta, A, B, C, Dt, zt, dbt, out, ck, last, hend, sdl,
+                    L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=True, HAS_INIT=False, **flags)
+        bdc = 16
+        wrap_triton(_ssk.ss_fwd_combine_kernel)[(_cdiv(dim, bdc), batch)](
+            A, hend, sdl, ck, dim, N, n_tiles, tpc, nC, BD=bdc, NP=NP)
+    else:
+        hend, sdl = ck, ck  # unused
+    _launch_fwd(_ssk.ss_fwd_kernel, _ss_fwd_tuned, grid, block_d,
+                u, delta, A, B, C, Dt, zt, dbt, out, ck, last, hend, sdl,
+                L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=False, HAS_INIT=nC > 1, **flags)
+    return out, last, ck
+
+
+@triton_op("hands3c::selective_scan_bwd_triton", mutates_args=())
+def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor, A: Tensor,
+                              B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+                              delta_bias: Optional[Tensor], delta_softplus: bool, checkpoints: Tensor,
+                              tile: int, chunk_tiles: int, block_d: int, bwd_sub: int) -> List[Tensor]:
+    """-> [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]; absent inputs give empty grads.
+
+    ``dout`` must be contiguous (batch, dim, L); ``checkpoints`` from the forward with the
+    same ``tile``.
+    """
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    cpg = dim // G
+    per_ch = cpg == 1
+    S, NP = tile, _np2(N)
+    n_tiles = checkpoints.shape[2]
+    dev = u.device
+    A = A.contiguous()
+    f32 = torch.float32
+    BD = _bwd_block_d(block_d, dim if per_ch else cpg)
+    if per_ch:
+        nsub = 1
+        nblk = _cdiv(dim, BD)
+        nblk_g = nblk
+    else:
+        # a few outer blocks per group: enough parallelism, small dB/dC partial buffers
+        nsub = bwd_sub or max(1, _cdiv(cpg, BD * 8))
+        nblk_g = _cdiv(cpg, BD * nsub)
+        nblk = G * nblk_g
+    tpc, nC = _plan_chunks(n_tiles, batch * nblk, dev, chunk_tiles)
+    Dt = D if D is not None else A
+    zt = z if z is not None else u
+    dbt = delta_bias if delta_bias is not None else A
+    strides = _ss_strides(u, delta, z, B, C)
+    s_t, s_z, s_c = delta.stride(), (z if z is not None else u).stride(), C.stride()
+    grid = (nblk, nC, batch)
+    if nC > 1:
+        lam = _new((batch, dim, nC, N), f32, dev)
+        sds = _new((batch, dim, nC), f32, dev)
+        lamc = _new((batch, dim, nC, N), f32, dev)
+        # pass 1 has no cross-channel reduction: plain BD blocks, no sub-blocks
+        grid1 = (_cdiv(dim, BD) if per_ch else G * _cdiv(cpg, BD), nC, batch)
+        _launch_bwd(_ssk.ss_bwd_chunk_kernel, _ss_bwd_chunk_tuned, grid1,
+                    dout, delta, A, C, zt, dbt, lam, sds, L, dim, N, cpg, n_tiles, tpc, nC,
+                    *s_t, *s_z, *s_c, HAS_Z=z is not None, HAS_DB=delta_bias is not None,
+                    SOFTPLUS=bool(delta_softplus), PER_CH=per_ch, S=S, BD=BD, NP=NP)
+        wrap_triton(_ssk.ss_bwd_combine_kernel)[(_cdiv(dim, 16), batch)](
+            A, lam, sds, dlast if dlast is not None else A, lamc, dim, N, nC,
+            HAS_DLAST=dlast is not None, BD=16, NP=NP)
+    else:
+        lamc = checkpoints  # unused
+    du = _new((batch, dim, L), u.dtype, dev)
+    ddelta = _new((batch, dim, L), delta.dtype, dev)
+    dz = _new((batch, dim, L), z.dtype, dev) if z is not None else _empty_grad(u)
+    if per_ch:
+        dB = _new((batch, dim, N, L), B.dtype, dev)
+        dC = _new((batch, dim, N, L), C.dtype, dev)
+    else:
+        dB = _new((batch, G, nblk_g, N, L), f32, dev)
+        dC = _new((batch, G, nblk_g, N, L), f32, dev)
+    dAp = _new((batch, nC, dim, N), f32, dev)
+    dDp = _new((batch, nC, dim), f32, dev)
+    ddbp = _new((batch, nC, dim), f32, dev)
+    _launch_bwd(_ssk.ss_bwd_kernel, _ss_bwd_tuned, grid,
+                dout, dlast if dlast is not None else A, u, delta, A, B, C, Dt, zt, dbt, checkpoints, lamc,
+                du, ddelta, dz if z is not None else du, dB, dC, dAp, dDp, ddbp,
+                L, dim, N, cpg, n_tiles, tpc, nC, *strides,
+                HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=delta_bias is not None,
+                SOFTPLUS=bool(delta_softplus), PER_CH=per_ch, HAS_INIT=nC > 1, HAS_DLAST=dlast is not None,
+                NSUB=nsub, S=S, BD=BD, NP=NP)
+    if not per_ch:
+        # fixed-order sums over outer channel blocks (deterministic)
+        dB = (dB.sum(2) if nblk_g > 1 else dB[:, :, 0]).to(B.dtype)
+        dC = (dC.sum(2) if nblk_g > 1 else dC[:, :, 0]).to(C.dtype)
+    dA = dAp.sum((0, 1))
+    dD = dDp.sum((0, 1)) if D is not None else _empty_grad(u)
+    ddb = ddbp.sum((0, 1)) if delta_bias is not None else _empty_grad(u)
+    return [du, ddelta, dA, dB, dC, dD, dz, ddb]
+
+
+def _ss_setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d = inputs
+    ctx.plan = (bool(delta_softplus), tile, chunk_tiles, block_d, _CONFIG["bwd_sub"])
+    ctx.has = (D is not None, z is not None, delta_bias is not None)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+
+
+def _ss_backward(ctx, dout, dlast, _dck):
+    u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
+    softplus, tile, chunk_tiles, block_d, bwd_sub = ctx.plan
+    if dout is None:
+        dout = torch.zeros_like(u)
+    du, ddelta, dA, dB, dC, dD, dz, ddb = torch.ops.hands3c.selective_scan_bwd_triton(
+        dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias, softplus, ck,
+        tile, chunk_tiles, block_d, bwd_sub)
+    has_d, has_z, has_db = ctx.has
+    return (du, ddelta, dA, dB, dC, dD if has_d else None, dz if has_z else None, ddb if has_db else None,
+            None, None, None, None)
+
+
+selective_scan_fwd_triton.register_autograd(_ss_backward, setup_context=_ss_setup_context)
+
+
+def selective_scan(u, delta, A, Bc, Cc, D, z, delta_bias, delta_softplus: bool):
+    """Entry used by :func:`handS3C.ops.selective_scan_fn` (Bc/Cc canonical 4-D views)."""
+    out, last, _ = torch.ops.hands3c.selective_scan_fwd_triton(
+        u, delta, A, Bc, Cc, D, z, delta_bias, bool(delta_softplus),
+        _tile(u.shape[2]), _CONFIG["chunk_tiles"], _CONFIG["block_d"])
+    return out, last
