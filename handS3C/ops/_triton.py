@@ -30,6 +30,7 @@ import triton
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from handS3C.triton_kernels import cross_scan as _csk
 from handS3C.triton_kernels import selective_scan as _ssk
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -325,3 +326,151 @@ def selective_scan(u, delta, A, Bc, Cc, D, z, delta_bias, delta_softplus: bool):
         u, delta, A, Bc, Cc, D, z, delta_bias, bool(delta_softplus),
         _tile(u.shape[2]), _CONFIG["chunk_tiles"], _CONFIG["block_d"])
     return out, last
+
+
+# =========================================================================================
+# cross_scan_selective_scan
+# =========================================================================================
+
+_CS_KEY = ["L", "D", "N"]
+_cs_fwd_tuned = _autotuned(_csk.cs_fwd_kernel, _FWD_CONFIGS, _CS_KEY, _prune_fwd)
+_cs_fwd_chunk_tuned = _autotuned(_csk.cs_fwd_chunk_kernel, _FWD_CONFIGS, _CS_KEY, _prune_fwd)
+_cs_bwd_tuned = _autotuned(_csk.cs_bwd_kernel, _BWD_CONFIGS, _CS_KEY)
+_cs_bwd_chunk_tuned = _autotuned(_csk.cs_bwd_chunk_kernel, _BWD_CONFIGS, _CS_KEY)
+
+
+def _cs_dims(u, dt_projs_weight, A_logs):
+    Bn, D, P, Q = u.shape
+    R = dt_projs_weight.shape[2]
+    N = A_logs.shape[1]
+    return Bn, D, P, Q, P * Q, R, N
+
+
+@triton_op("hands3c::cross_scan_fwd_triton", mutates_args=())
+def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
+                          A_logs: Tensor, Ds: Tensor, tile: int, chunk_tiles: int,
+                          block_d: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """-> (y (B, D, P, Q) f32, dbl (B, L, 4, R+2N) f32, checkpoints (B, 4, D, ceil(L/tile), N) f32).
+
+    ``u`` float32 with any strides; ``dbl`` is the per-position projection (kept for the
+    backward), ``checkpoints`` the state entering every tile of every direction.
+    """
+    Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
+    CW = R + 2 * N
+    S, NP = tile, _np2(N)
+    n_tiles = _cdiv(L, S)
+    dev = u.device
+    f32 = torch.float32
+    xw = x_proj_weight.contiguous()
+    wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
+    alog, ds = A_logs.contiguous(), Ds.contiguous()
+    # dbl[b, l, k, :] = x_proj_weight[k] @ u[b, :, l]: one batched GEMM reading u in place
+    # (cuBLAS takes the transposed operand as is), output rows contiguous per position.
+    u3 = u.reshape(Bn, D, L)
+    dbl = torch.matmul(u3.transpose(1, 2), xw.reshape(4 * CW, D).t()).reshape(Bn, L, 4, CW)
+    tpc, nC = _plan_chunks(n_tiles, Bn * _cdiv(D, 16), dev, chunk_tiles)
+    ck = _new((Bn, 4, D, n_tiles, N), f32, dev)
+    y0 = _new((Bn, D, P, Q), f32, dev)
+    y = _new((Bn, D, P, Q), f32, dev)
+    su = u.stride()
+    consts = dict(R=R, N=N, S=S, NP=NP)
+
+    def grid(bd):
+        return (_cdiv(D, bd), nC, Bn)
+
+    if nC > 1:
+        hend = _new((Bn, 4, D, nC, N), f32, dev)
+        sdl = _new((Bn, 4, D, nC), f32, dev)
+        for k in range(4):
+            _launch_fwd(_csk.cs_fwd_chunk_kernel, _cs_fwd_chunk_tuned, grid, block_d,
+                        u, dbl, wdt, bias, alog, ds, hend, sdl, L, P, Q, D, n_tiles, tpc, nC, *su,
+                        K=k, **consts)
+        wrap_triton(_csk.cs_fwd_combine_kernel)[(_cdiv(D, 16), Bn * 4)](
+            alog, hend, sdl, ck, D, N, n_tiles, tpc, nC, BD=16, NP=NP)
+    for fam, out in ((0, y0), (1, y)):
+        _launch_fwd(_csk.cs_fwd_kernel, _cs_fwd_tuned, grid, block_d,
+                    u, dbl, wdt, bias, alog, ds, y0, out, ck, L, P, Q, D, n_tiles, tpc, nC, *su,
+                    FAM=fam, HAS_INIT=nC > 1, **consts)
+    return y, dbl, ck
+
+
+@triton_op("hands3c::cross_scan_bwd_triton", mutates_args=())
+def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+                          dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, dbl: Tensor, checkpoints: Tensor,
+                          tile: int, chunk_tiles: int, block_d: int, bwd_sub: int) -> List[Tensor]:
+    """-> [du, dx_proj_weight, ddt_projs_weight, ddt_projs_bias, dA_logs, dDs]; ``dout``
+    contiguous (B, D, P, Q) float32."""
+    Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
+    CW = R + 2 * N
+    S, NP, RP = tile, _np2(N), _np2(R)
+    n_tiles = checkpoints.shape[3]
+    dev = u.device
+    f32 = torch.float32
+    xw = x_proj_weight.contiguous()
+    wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
+    alog, ds = A_logs.contiguous(), Ds.contiguous()
+    BD = _bwd_block_d(block_d, D)
+    # NSUB channel sub-blocks per program: ~4 outer blocks bound the d(dbl) partials
+    nsub = bwd_sub or max(1, _cdiv(D, BD * 4))
+    n_outer = _cdiv(D, BD * nsub)
+    tpc, nC = _plan_chunks(n_tiles, Bn * n_outer, dev, chunk_tiles)
+    su = u.stride()
+    consts = dict(R=R, N=N, S=S, NP=NP, BD=BD)
+    if nC > 1:
+        lam = _new((Bn, 4, D, nC, N), f32, dev)
+        sds = _new((Bn, 4, D, nC), f32, dev)
+        lamc = _new((Bn, 4, D, nC, N), f32, dev)
+        for k in range(4):
+            _launch_bwd(_csk.cs_bwd_chunk_kernel, _cs_bwd_chunk_tuned, (_cdiv(D, BD), nC, Bn),
+                        dout, dbl, wdt, bias, alog, ds, lam, sds, L, P, Q, D, n_tiles, tpc, nC, K=k, **consts)
+        wrap_triton(_csk.cs_bwd_combine_kernel)[(_cdiv(D, 16), Bn * 4)](
+            alog, lam, sds, lamc, D, N, nC, BD=16, NP=NP)
+    else:
+        lamc = checkpoints  # unused
+    du0 = _new((Bn, D, P, Q), f32, dev)
+    du = _new((Bn, D, P, Q), f32, dev)
+    ddbl_p = _new((n_outer, Bn, L, 4, CW), f32, dev)
+    dAp = _new((Bn, nC, 4, D, N), f32, dev)
+    dDp = _new((Bn, nC, 4, D), f32, dev)
+    dbp = _new((Bn, nC, 4, D), f32, dev)
+    dWp = _new((Bn, nC, 4, D, RP), f32, dev)
+    for fam, out in ((0, du0), (1, du)):
+        _launch_bwd(_csk.cs_bwd_kernel, _cs_bwd_tuned, (n_outer, nC, Bn),
+                    dout, u, dbl, wdt, bias, alog, ds, checkpoints, lamc, du0, out, ddbl_p, dAp, dDp, dbp, dWp,
+                    Bn, L, P, Q, D, n_tiles, tpc, nC, *su, FAM=fam, HAS_INIT=nC > 1, NSUB=nsub, RP=RP, **consts)
+    # fixed-order reductions of the per-program partials (deterministic)
+    ddbl = (ddbl_p.sum(0) if n_outer > 1 else ddbl_p[0]).reshape(Bn, L, 4 * CW)
+    # the projection dbl = x_proj_weight @ u, backwards: two GEMMs
+    du = du + torch.matmul(ddbl, xw.reshape(4 * CW, D)).transpose(1, 2).reshape(Bn, D, P, Q)
+    dxw = torch.einsum("blm,bdl->md", ddbl, u.reshape(Bn, D, L)).reshape(4, CW, D)
+    dwdt = dWp[..., :R].sum((0, 1))
+    dbias = dbp.sum((0, 1))
+    dalog = dAp.sum((0, 1)).reshape(4 * D, N)
+    dds = dDp.sum((0, 1)).reshape(4 * D)
+    return [du, dxw, dwdt, dbias, dalog, dds]
+
+
+def _cs_setup_context(ctx, inputs, output):
+    u, xw, wdt, bias, alog, ds, tile, chunk_tiles, block_d = inputs
+    ctx.plan = (tile, chunk_tiles, block_d, _CONFIG["bwd_sub"])
+    ctx.save_for_backward(u, xw, wdt, bias, alog, ds, output[1], output[2])
+
+
+def _cs_backward(ctx, dy, _ddbl, _dck):
+    u, xw, wdt, bias, alog, ds, dbl, ck = ctx.saved_tensors
+    tile, chunk_tiles, block_d, bwd_sub = ctx.plan
+    grads = torch.ops.hands3c.cross_scan_bwd_triton(dy.contiguous(), u, xw, wdt, bias, alog, ds, dbl, ck,
+                                                    tile, chunk_tiles, block_d, bwd_sub)
+    return (*grads, None, None, None)
+
+
+cross_scan_fwd_triton.register_autograd(_cs_backward, setup_context=_cs_setup_context)
+
+
+def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+    """Entry used by :func:`handS3C.ops.cross_scan_selective_scan` (u float32, any strides)."""
+    L = u.shape[2] * u.shape[3]
+    y, _, _ = torch.ops.hands3c.cross_scan_fwd_triton(
+        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+        _tile(L), _CONFIG["chunk_tiles"], _CONFIG["block_d"])
+    return y

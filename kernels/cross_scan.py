@@ -1,0 +1,433 @@
+"""Triton kernels of the fused CrossScanSelectiveScan (SPEC §2), forward and backward.
+
+Input u (B, D, P, Q) with any strides, L = P*Q.  Four directions over the plane, walked
+by index arithmetic, never materialised: a direction k has a *family* f = k % 2
+(0: row-major, 1: column-major) and is *reversed* when k >= 2.  Everything is indexed by
+the family's *base index* i in [0, L):
+
+    f = 0: p = i // Q, q = i % Q          f = 1: p = i % P, q = i // P
+    plane position pos = p*Q + q           (the row-major index; where y is written)
+
+A forward direction processes i = 0..L-1, a reversed one i = L-1..0, so k and k+2 visit
+the same positions and differ only in the order.  Per direction the scan is the selective
+scan with delta = softplus(dt_projs_weight[k] @ dt_low + bias) computed in registers from
+the rank-R ``dt_low`` row of ``dbl`` (the per-position projection x_proj_weight[k] @ u,
+(B, L, 4, R+2N), produced by one GEMM beforehand), so the (B, 4, D, L) deltas and the four
+traversal copies never exist.
+
+Decomposition (DESIGN.md has the trade-offs):
+
+* tiles of S base indices, solved in registers by ``tl.associative_scan`` over an
+  (S, BD, NP) tile (``reverse=True`` for reversed directions); the state entering each
+  tile (in processing order) is the checkpoint the backward restarts from;
+* chunks of ``tpc`` tiles for sequence parallelism: pass 1 (``cs_fwd_chunk_kernel``)
+  scans each chunk from zero keeping its end state and sum of deltas, pass 2
+  (``cs_fwd_combine_kernel``) chains them, pass 3 (``cs_fwd_kernel``) rescans with the
+  true initial states and writes y.  One chunk: passes 1-2 are skipped;
+* deterministic accumulation of the four directions without atomics: a pass-3 program
+  owns one (batch, channel block, chunk) of one *family* and runs the family's forward
+  direction, then (after a barrier) its reversed direction over the same positions,
+  adding into its own output rows.  The two families cover different position sets, so
+  they run as two launches: family 0 writes ``y0``; family 1 reads ``y0`` and writes
+  ``y`` (a separate buffer keeps every launch idempotent, so autotuning may rerun it).
+  The backward accumulates du the same way and reduces dt_low/B/C gradients over
+  channels in registers, over NSUB sub-blocks by read-modify-write of the program's own
+  rows, and over outer channel blocks by a fixed-order sum in the caller.
+"""
+import triton
+import triton.language as tl
+
+from ._scan_common import LOG2E, lin_combine, sigmoid, softplus, take_row
+
+
+@triton.jit
+def _positions(i, L, P, Q, FAM: tl.constexpr):
+    """(p, q, pos) of base indices i; out-of-range lanes are clamped (their loads are masked)."""
+    ic = tl.minimum(tl.maximum(i, 0), L - 1)
+    if FAM == 0:
+        p = ic // Q
+        q = ic % Q
+    else:
+        p = ic % P
+        q = ic // P
+    return p, q, p * Q + q
+
+
+@triton.jit
+def _delta_tile(dbl_ptr, row, wdt_ptr, wrow, bias, tv, dmask, R: tl.constexpr):
+    """(raw, delta) (S, BD): raw = dt_projs_weight[k] @ dt_low + bias, delta = softplus(raw).
+
+    A rank-R update per tile: R (S,) loads of dt_low and R (BD,) weight columns (both hit
+    L1); no (S, R, BD) temporary.
+    """
+    raw = tl.zeros([row.shape[0], wrow.shape[0]], dtype=tl.float32) + bias[None, :]
+    for r in tl.static_range(R):
+        lo = tl.load(dbl_ptr + row + r, mask=tv, other=0.0)
+        w = tl.load(wdt_ptr + wrow + r, mask=dmask, other=0.0)
+        raw += lo[:, None] * w[None, :]
+    m_sd = tv[:, None] & dmask[None, :]
+    return raw, tl.where(m_sd, softplus(raw), 0.0)
+
+
+@triton.jit
+def _dir_params(alog_ptr, bias_ptr, ds_ptr, d, dmask, n, nmask, D, N, K):
+    m_dn = dmask[:, None] & nmask[None, :]
+    A = -tl.exp(tl.load(alog_ptr + (K * D + d[:, None]) * N + n[None, :], mask=m_dn, other=0.0))
+    bias = tl.load(bias_ptr + K * D + d, mask=dmask, other=0.0)
+    dsk = tl.load(ds_ptr + K * D + d, mask=dmask, other=0.0)
+    return A, bias, dsk
+
+
+@triton.jit
+def _fwd_direction(
+    u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, acc_ptr, y_ptr, ck_ptr, hend_ptr, sdl_ptr,
+    b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    K: tl.constexpr, FAM: tl.constexpr, REV: tl.constexpr, LOCAL: tl.constexpr, HAS_INIT: tl.constexpr,
+    ACC: tl.constexpr, R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr,
+):
+    """Scan one direction over chunk c for channels d (see the module docstring).
+
+    LOCAL: from zero, keep (end state, sum of deltas).  Otherwise: from the true initial
+    state, write checkpoints and y (+ the value at ``acc_ptr`` when ACC).
+    """
+    CW: tl.constexpr = R + 2 * N
+    n = tl.arange(0, NP)
+    nmask = n < N
+    m_dn = dmask[:, None] & nmask[None, :]
+    A, bias, dsk = _dir_params(alog_ptr, bias_ptr, ds_ptr, d, dmask, n, nmask, D, N, K)
+    A2 = A * LOG2E
+    wrow = (K * D + d) * R
+    ck_base = ck_ptr + ((b * 4 + K) * D + d[:, None]) * n_tiles * N + n[None, :]
+    j0 = c * tpc
+    j1 = tl.minimum(j0 + tpc, n_tiles)
+    h = tl.zeros([d.shape[0], NP], dtype=tl.float32)
+    if HAS_INIT:
+        if REV:
+            h = tl.load(ck_base + (j1 - 1) * N, mask=m_dn, other=0.0)
+        else:
+            h = tl.load(ck_base + j0 * N, mask=m_dn, other=0.0)
+    sdl = tl.zeros([d.shape[0]], dtype=tl.float32)
+    for m in range(0, j1 - j0):
+        if REV:
+            j = j1 - 1 - m
+        else:
+            j = j0 + m
+        i = j * S + tl.arange(0, S)
+        tv = i < L
+        m_sd = tv[:, None] & dmask[None, :]
+        p, q, pos = _positions(i, L, P, Q, FAM)
+        x = tl.load(u_ptr + b * su_b + d[None, :] * su_d + p[:, None] * su_p + q[:, None] * su_q,
+                    mask=m_sd, other=0.0).to(tl.float32)
+        row = ((b * L + pos) * 4 + K) * CW
+        raw, dl = _delta_tile(dbl_ptr, row, wdt_ptr, wrow, bias, tv, dmask, R)
+        m_sn = tv[:, None] & nmask[None, :]
+        Bt = tl.load(dbl_ptr + row[:, None] + R + n[None, :], mask=m_sn, other=0.0)
+        dA = tl.exp2(dl[:, :, None] * A2[None, :, :])
+        dBx = (dl * x)[:, :, None] * Bt[:, None, :]
+        if LOCAL:
+            sdl += tl.sum(dl, axis=0)
+        else:
+            tl.store(ck_base + j * N, h, mask=m_dn)
+        pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine, reverse=REV)
+        hs = hb + pa * h[None, :, :]
+        if not LOCAL:
+            Ct = tl.load(dbl_ptr + row[:, None] + R + N + n[None, :], mask=m_sn, other=0.0)
+            y = tl.sum(hs * Ct[:, None, :], axis=2) + dsk[None, :] * x
+            o = (b * D + d[None, :]) * L + pos[:, None]
+            if ACC:
+                y += tl.load(acc_ptr + o, mask=m_sd, other=0.0)
+            tl.store(y_ptr + o, y, mask=m_sd)
+        # masked lanes are identities, so the last processed row holds the end state
+        if REV:
+            h = take_row(hs, 0, S)
+        else:
+            h = take_row(hs, S - 1, S)
+    if LOCAL:
+        off = ((b * 4 + K) * D + d) * nC + c
+        tl.store(hend_ptr + off[:, None] * N + n[None, :], h, mask=m_dn)
+        tl.store(sdl_ptr + off, sdl, mask=dmask)
+
+
+@triton.jit
+def cs_fwd_chunk_kernel(
+    u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, hend_ptr, sdl_ptr,
+    L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
+):
+    """Forward pass 1 for direction K: chunk end states from zero and chunk delta sums."""
+    d = tl.program_id(0) * BD + tl.arange(0, BD)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, hend_ptr, hend_ptr, hend_ptr,
+                   hend_ptr, sdl_ptr, b, c, d, d < D, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                   K, K % 2, K >= 2, True, False, False, R, N, S, NP)
+
+
+@triton.jit
+def cs_fwd_combine_kernel(alog_ptr, hend_ptr, sdl_ptr, ck_ptr, D, N, n_tiles, tpc, nC,
+                          BD: tl.constexpr, NP: tl.constexpr):
+    """Forward pass 2: ck[first tile of chunk c in processing order] = state entering it."""
+    d = tl.program_id(0) * BD + tl.arange(0, BD)
+    bk = tl.program_id(1)  # b * 4 + k
+    k = bk % 4
+    rev = k >= 2
+    n = tl.arange(0, NP)
+    dmask = d < D
+    m_dn = dmask[:, None] & (n < N)[None, :]
+    A2 = -tl.exp(tl.load(alog_ptr + (k * D + d[:, None]) * N + n[None, :], mask=m_dn, other=0.0)) * LOG2E
+    carry = tl.zeros([BD, NP], dtype=tl.float32)
+    for m in range(0, nC):
+        c = tl.where(rev, nC - 1 - m, m)
+        jf = tl.where(rev, tl.minimum((c + 1) * tpc, n_tiles) - 1, c * tpc)
+        tl.store(ck_ptr + ((bk * D + d[:, None]) * n_tiles + jf) * N + n[None, :], carry, mask=m_dn)
+        off = (bk * D + d) * nC + c
+        he = tl.load(hend_ptr + off[:, None] * N + n[None, :], mask=m_dn, other=0.0)
+        s = tl.load(sdl_ptr + off, mask=dmask, other=0.0)
+        carry = tl.exp2(A2 * s[:, None]) * carry + he
+
+
+@triton.jit
+def cs_fwd_kernel(
+    u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr,
+    L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    FAM: tl.constexpr, HAS_INIT: tl.constexpr,
+    R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
+):
+    """Forward pass 3 for family FAM: directions FAM then FAM+2 over the same positions.
+
+    FAM=0 writes y0 (``y_ptr`` is y0); FAM=1 writes y = y0 + its two directions.
+    """
+    d = tl.program_id(0) * BD + tl.arange(0, BD)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    dmask = d < D
+    _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
+                   b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                   FAM, FAM, False, False, HAS_INIT, FAM == 1, R, N, S, NP)
+    # the reversed direction adds to rows this program just wrote (possibly other threads)
+    tl.debug_barrier()
+    _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
+                   b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                   FAM + 2, FAM, True, False, HAS_INIT, True, R, N, S, NP)
+
+
+@triton.jit
+def _next_delta(dbl_ptr, wdt_ptr, wrow, bias, i, tv, dmask, b, L, P, Q,
+                K: tl.constexpr, FAM: tl.constexpr, REV: tl.constexpr, R: tl.constexpr, N: tl.constexpr):
+    """Delta of the step processed *after* base index i (0 where there is none)."""
+    if REV:
+        i_n = i - 1
+    else:
+        i_n = i + 1
+    vn = tv & (i_n >= 0) & (i_n < L)
+    _, _, pos_n = _positions(i_n, L, P, Q, FAM)
+    row_n = ((b * L + pos_n) * 4 + K) * (R + 2 * N)
+    _, dln = _delta_tile(dbl_ptr, row_n, wdt_ptr, wrow, bias, vn, dmask, R)
+    return dln
+
+
+@triton.jit
+def cs_bwd_chunk_kernel(
+    dout_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, lam_ptr, sds_ptr,
+    L, P, Q, D, n_tiles, tpc, nC,
+    K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
+):
+    """Backward pass 1 for direction K: adjoint state at each chunk's first processed step
+    from a zero carry, and the sum over the chunk of the *next* step's delta."""
+    FAM: tl.constexpr = K % 2
+    REV: tl.constexpr = K >= 2
+    CW: tl.constexpr = R + 2 * N
+    d = tl.program_id(0) * BD + tl.arange(0, BD)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    dmask = d < D
+    n = tl.arange(0, NP)
+    nmask = n < N
+    m_dn = dmask[:, None] & nmask[None, :]
+    A, bias, dsk = _dir_params(alog_ptr, bias_ptr, ds_ptr, d, dmask, n, nmask, D, N, K)
+    A2 = A * LOG2E
+    wrow = (K * D + d) * R
+    j0 = c * tpc
+    j1 = tl.minimum(j0 + tpc, n_tiles)
+    carry = tl.zeros([BD, NP], dtype=tl.float32)
+    sds = tl.zeros([BD], dtype=tl.float32)
+    for m in range(0, j1 - j0):
+        # reverse of processing order
+        if REV:
+            j = j0 + m
+        else:
+            j = j1 - 1 - m
+        i = j * S + tl.arange(0, S)
+        tv = i < L
+        m_sd = tv[:, None] & dmask[None, :]
+        p, q, pos = _positions(i, L, P, Q, FAM)
+        row = ((b * L + pos) * 4 + K) * CW
+        Ct = tl.load(dbl_ptr + row[:, None] + R + N + n[None, :], mask=tv[:, None] & nmask[None, :], other=0.0)
+        g = tl.load(dout_ptr + (b * D + d[None, :]) * L + pos[:, None], mask=m_sd, other=0.0)
+        dln = _next_delta(dbl_ptr, wdt_ptr, wrow, bias, i, tv, dmask, b, L, P, Q, K, FAM, REV, R, N)
+        alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])
+        beta = g[:, :, None] * Ct[:, None, :]
+        pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=not REV)
+        lam = lb + pl * carry[None, :, :]
+        if REV:
+            carry = take_row(lam, S - 1, S)
+        else:
+            carry = take_row(lam, 0, S)
+        sds += tl.sum(dln, axis=0)
+    off = ((b * 4 + K) * D + d) * nC + c
+    tl.store(lam_ptr + off[:, None] * N + n[None, :], carry, mask=m_dn)
+    tl.store(sds_ptr + off, sds, mask=dmask)
+
+
+@triton.jit
+def cs_bwd_combine_kernel(alog_ptr, lam_ptr, sds_ptr, lamc_ptr, D, N, nC,
+                          BD: tl.constexpr, NP: tl.constexpr):
+    """Backward pass 2: lamc[c] = adjoint carry entering chunk c from the chunk processed after it."""
+    d = tl.program_id(0) * BD + tl.arange(0, BD)
+    bk = tl.program_id(1)
+    k = bk % 4
+    rev = k >= 2
+    n = tl.arange(0, NP)
+    dmask = d < D
+    m_dn = dmask[:, None] & (n < N)[None, :]
+    A2 = -tl.exp(tl.load(alog_ptr + (k * D + d[:, None]) * N + n[None, :], mask=m_dn, other=0.0)) * LOG2E
+    carry = tl.zeros([BD, NP], dtype=tl.float32)
+    for m in range(0, nC):
+        c = tl.where(rev, m, nC - 1 - m)
+        off = (bk * D + d) * nC + c
+        tl.store(lamc_ptr + off[:, None] * N + n[None, :], carry, mask=m_dn)
+        lm = tl.load(lam_ptr + off[:, None] * N + n[None, :], mask=m_dn, other=0.0)
+        s = tl.load(sds_ptr + off, mask=dmask, other=0.0)
+        carry = lm + tl.exp2(A2 * s[:, None]) * carry
+
+
+@triton.jit
+def _bwd_direction(
+    dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+    acc_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+    b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    K: tl.constexpr, FAM: tl.constexpr, REV: tl.constexpr, HAS_INIT: tl.constexpr, ACC: tl.constexpr,
+    NSUB: tl.constexpr, R: tl.constexpr, RP: tl.constexpr, N: tl.constexpr, S: tl.constexpr,
+    NP: tl.constexpr, BD: tl.constexpr,
+):
+    """All gradients of direction K over chunk c for NSUB channel sub-blocks of block ``blk``.
+
+    Per tile (walked against the processing order): h from the tile checkpoint (one scan),
+    lambda from the carry (one scan the other way), then with a*h_prev = h - b:
+    du += sum_n lambda*delta*B + Ds*g, ddelta = sum_n lambda*(A*(h - b) + B*u),
+    d dt_low = W^T (ddelta*softplus'), dB = sum_d lambda*delta*u, dC = sum_d g*h, and the
+    per-(batch, chunk) partials of dA_logs, dDs, dt bias and dt_projs_weight.
+    """
+    CW: tl.constexpr = R + 2 * N
+    n = tl.arange(0, NP)
+    nmask = n < N
+    rr = tl.arange(0, RP)
+    j0 = c * tpc
+    j1 = tl.minimum(j0 + tpc, n_tiles)
+    for sb in range(0, NSUB):
+        d = (blk * NSUB + sb) * BD + tl.arange(0, BD)
+        dmask = d < D
+        m_dn = dmask[:, None] & nmask[None, :]
+        A, bias, dsk = _dir_params(alog_ptr, bias_ptr, ds_ptr, d, dmask, n, nmask, D, N, K)
+        A2 = A * LOG2E
+        wrow = (K * D + d) * R
+        ck_base = ck_ptr + ((b * 4 + K) * D + d[:, None]) * n_tiles * N + n[None, :]
+        if HAS_INIT:
+            carry = tl.load(lamc_ptr + (((b * 4 + K) * D + d[:, None]) * nC + c) * N + n[None, :],
+                            mask=m_dn, other=0.0)
+        else:
+            carry = tl.zeros([BD, NP], dtype=tl.float32)
+        accA = tl.zeros([BD, NP], dtype=tl.float32)
+        accD = tl.zeros([BD], dtype=tl.float32)
+        accB = tl.zeros([BD], dtype=tl.float32)
+        accW = tl.zeros([BD, RP], dtype=tl.float32)
+        for m in range(0, j1 - j0):
+            if REV:
+                j = j0 + m
+            else:
+                j = j1 - 1 - m
+            i = j * S + tl.arange(0, S)
+            tv = i < L
+            m_sd = tv[:, None] & dmask[None, :]
+            m_sn = tv[:, None] & nmask[None, :]
+            p, q, pos = _positions(i, L, P, Q, FAM)
+            x = tl.load(u_ptr + b * su_b + d[None, :] * su_d + p[:, None] * su_p + q[:, None] * su_q,
+                        mask=m_sd, other=0.0).to(tl.float32)
+            row = ((b * L + pos) * 4 + K) * CW
+            raw, dl = _delta_tile(dbl_ptr, row, wdt_ptr, wrow, bias, tv, dmask, R)
+            Bt = tl.load(dbl_ptr + row[:, None] + R + n[None, :], mask=m_sn, other=0.0)
+            Ct = tl.load(dbl_ptr + row[:, None] + R + N + n[None, :], mask=m_sn, other=0.0)
+            dA = tl.exp2(dl[:, :, None] * A2[None, :, :])
+            dBx = (dl * x)[:, :, None] * Bt[:, None, :]
+            h0 = tl.load(ck_base + j * N, mask=m_dn, other=0.0)
+            pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine, reverse=REV)
+            hs = hb + pa * h0[None, :, :]
+            o = (b * D + d[None, :]) * L + pos[:, None]
+            g = tl.load(dout_ptr + o, mask=m_sd, other=0.0)
+            dln = _next_delta(dbl_ptr, wdt_ptr, wrow, bias, i, tv, dmask, b, L, P, Q, K, FAM, REV, R, N)
+            alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])
+            beta = g[:, :, None] * Ct[:, None, :]
+            pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=not REV)
+            lam = lb + pl * carry[None, :, :]
+            if REV:
+                carry = take_row(lam, S - 1, S)
+            else:
+                carry = take_row(lam, 0, S)
+            lam = tl.where(tv[:, None, None], lam, 0.0)
+            ld = lam * dl[:, :, None]
+            ha = hs - dBx  # a_t * h_{t-1}
+            dx = tl.sum(ld * Bt[:, None, :], axis=2) + dsk[None, :] * g
+            ddl = tl.sum(lam * (A[None, :, :] * ha + Bt[:, None, :] * x[:, :, None]), axis=2)
+            accA += tl.sum(ld * ha, axis=0)
+            accD += tl.sum(g * x, axis=0)
+            ddr = tl.where(m_sd, ddl * sigmoid(raw), 0.0)
+            accB += tl.sum(ddr, axis=0)
+            if ACC:
+                dx += tl.load(acc_ptr + o, mask=m_sd, other=0.0)
+            tl.store(du_ptr + o, dx, mask=m_sd)
+            # channel-reduced rows of d(dbl): this program's own rows, summed over sub-blocks
+            prow = (((blk * Bn + b) * L + pos) * 4 + K) * CW
+            mprev = tv & (sb > 0)
+            for r in tl.static_range(R):
+                lo = tl.load(dbl_ptr + row + r, mask=tv, other=0.0)
+                w = tl.load(wdt_ptr + wrow + r, mask=dmask, other=0.0)
+                accW += tl.where(rr[None, :] == r, tl.sum(ddr * lo[:, None], axis=0)[:, None], 0.0)
+                gr = tl.sum(ddr * w[None, :], axis=1) + tl.load(ddbl_ptr + prow + r, mask=mprev, other=0.0)
+                tl.store(ddbl_ptr + prow + r, gr, mask=tv)
+            mprev2 = mprev[:, None] & nmask[None, :]
+            offB = prow[:, None] + R + n[None, :]
+            dBr = tl.sum(ld * x[:, :, None], axis=1) + tl.load(ddbl_ptr + offB, mask=mprev2, other=0.0)
+            tl.store(ddbl_ptr + offB, dBr, mask=m_sn)
+            dCr = tl.sum(g[:, :, None] * hs, axis=1) + tl.load(ddbl_ptr + offB + N, mask=mprev2, other=0.0)
+            tl.store(ddbl_ptr + offB + N, dCr, mask=m_sn)
+        part = ((b * nC + c) * 4 + K) * D + d
+        # A = -exp(A_log): dA_log = dA * A
+        tl.store(dap_ptr + part[:, None] * N + n[None, :], accA * A, mask=m_dn)
+        tl.store(ddp_ptr + part, accD, mask=dmask)
+        tl.store(dbp_ptr + part, accB, mask=dmask)
+        tl.store(dwp_ptr + part[:, None] * RP + rr[None, :], accW, mask=dmask[:, None] & (rr < R)[None, :])
+        # the next sub-block adds to the d(dbl) rows stored above (other threads)
+        tl.debug_barrier()
+
+
+@triton.jit
+def cs_bwd_kernel(
+    dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+    du0_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+    Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    FAM: tl.constexpr, HAS_INIT: tl.constexpr, NSUB: tl.constexpr, R: tl.constexpr, RP: tl.constexpr,
+    N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
+):
+    """Backward pass 3 for family FAM (directions FAM, FAM+2); du like y in the forward."""
+    blk = tl.program_id(0)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+                   du0_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+                   b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                   FAM, FAM, False, HAS_INIT, FAM == 1, NSUB, R, RP, N, S, NP, BD)
+    tl.debug_barrier()
+    _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+                   du_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+                   b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                   FAM + 2, FAM, True, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)
