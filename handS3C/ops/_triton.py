@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from handS3C.triton_kernels import cross_scan as _csk
+from handS3C.triton_kernels import s3c_merge as _mk
 from handS3C.triton_kernels import selective_scan as _ssk
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -474,3 +475,106 @@ def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, 
         u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
         _tile(L), _CONFIG["chunk_tiles"], _CONFIG["block_d"])
     return y
+
+
+# =========================================================================================
+# s3c_merge
+# =========================================================================================
+
+def _row_layout(tensors):
+    """Shared row decomposition (M, C, M1, M2) and per-tensor (s0, s1, s2, s_col) strides.
+
+    Leading dimensions mergeable in *every* tensor are collapsed; more than three
+    remaining leading dimensions fall back to contiguous copies.
+    """
+    shape = list(tensors[0].shape)
+    C = shape[-1]
+    lead = [i for i in range(len(shape) - 1) if shape[i] != 1]
+    groups = []  # list of lists of dims, outermost first
+    for i in lead:
+        if groups:
+            j = groups[-1][-1]
+            if all(t.stride(j) == t.stride(i) * shape[i] for t in tensors):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    if len(groups) > 3:
+        tensors = [t.contiguous() for t in tensors]
+        return _row_layout(tensors)
+    sizes = [1] * (3 - len(groups)) + [int(torch.tensor([shape[i] for i in g]).prod()) for g in groups]
+    strides = []
+    for t in tensors:
+        st = [0] * (3 - len(groups)) + [t.stride(g[-1]) for g in groups]
+        strides.append((*st, t.stride(-1)))
+    M = sizes[0] * sizes[1] * sizes[2]
+    return tensors, M, C, sizes[1], sizes[2], strides
+
+
+_MERGE_FWD_CONFIGS = [triton.Config({"BM": 4}, num_warps=4), triton.Config({"BM": 1}, num_warps=4),
+                      triton.Config({"BM": 8}, num_warps=8), triton.Config({"BM": 2}, num_warps=2)]
+_MERGE_BWD_CONFIGS = [triton.Config({"BM": 4}, num_warps=4), triton.Config({"BM": 8}, num_warps=8),
+                      triton.Config({"BM": 1}, num_warps=4)]
+_merge_fwd_tuned = _autotuned(_mk.merge_fwd_kernel, _MERGE_FWD_CONFIGS, ["C"])
+_merge_bwd_tuned = _autotuned(_mk.merge_bwd_kernel, _MERGE_BWD_CONFIGS, ["C"])
+
+
+@triton_op("hands3c::s3c_merge_fwd_triton", mutates_args=())
+def s3c_merge_fwd_triton(y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight: Tensor, bias: Tensor,
+                         eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """-> (out (..., C) f32 contiguous, mean (M,) f32, rstd (M,) f32)."""
+    (ys, yc, zz), M, C, M1, M2, st = _row_layout([y_spatial, y_channel, z])
+    dev = y_spatial.device
+    out = _new(tuple(y_spatial.shape), torch.float32, dev)
+    mean = _new((M,), torch.float32, dev)
+    rstd = _new((M,), torch.float32, dev)
+    args = (ys, yc, zz, weight.contiguous(), bias.contiguous(), out, mean, rstd, M, C, M1, M2, float(eps),
+            *st[0], *st[1], *st[2])
+    BC = _np2(C)
+    if _merge_fwd_tuned is not None:
+        wrap_triton(_merge_fwd_tuned)[lambda meta: (_cdiv(M, meta["BM"]),)](*args, BC=BC)
+    else:
+        bm = _MERGE_FWD_CONFIGS[0].kwargs["BM"]
+        wrap_triton(_mk.merge_fwd_kernel)[(_cdiv(M, bm),)](*args, BM=bm, BC=BC)
+    return out, mean, rstd
+
+
+@triton_op("hands3c::s3c_merge_bwd_triton", mutates_args=())
+def s3c_merge_bwd_triton(dout: Tensor, y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight: Tensor,
+                         bias: Tensor, mean: Tensor, rstd: Tensor) -> List[Tensor]:
+    """-> [dy (..., C) f32 (gradient of both y inputs), dz (z's dtype), dweight, dbias]."""
+    (ys, yc, zz), M, C, M1, M2, st = _row_layout([y_spatial, y_channel, z])
+    dev = y_spatial.device
+    dout = dout.contiguous()
+    dy = _new(tuple(y_spatial.shape), torch.float32, dev)
+    dz = _new(tuple(z.shape), z.dtype, dev)
+    # fixed grid (not tied to the autotuned BM) so the partial buffers have one layout
+    nprog = max(1, min(_cdiv(M, 4), 4 * _sm_count(dev) if dev.type == "cuda" else 4))
+    dwp = _new((nprog, C), torch.float32, dev)
+    dbp = _new((nprog, C), torch.float32, dev)
+    args = (dout, ys, yc, zz, weight.contiguous(), bias.contiguous(), mean, rstd, dy, dz, dwp, dbp,
+            M, C, M1, M2, *st[0], *st[1], *st[2])
+    BC = _np2(C)
+    if _merge_bwd_tuned is not None:
+        wrap_triton(_merge_bwd_tuned)[(nprog,)](*args, BC=BC)
+    else:
+        wrap_triton(_mk.merge_bwd_kernel)[(nprog,)](*args, BM=_MERGE_BWD_CONFIGS[0].kwargs["BM"], BC=BC)
+    return [dy, dz, dwp.sum(0), dbp.sum(0)]
+
+
+def _merge_setup_context(ctx, inputs, output):
+    ys, yc, z, weight, bias, eps = inputs
+    ctx.save_for_backward(ys, yc, z, weight, bias, output[1], output[2])
+
+
+def _merge_backward(ctx, dout, _dmean, _drstd):
+    ys, yc, z, weight, bias, mean, rstd = ctx.saved_tensors
+    dy, dz, dw, db = torch.ops.hands3c.s3c_merge_bwd_triton(dout, ys, yc, z, weight, bias, mean, rstd)
+    return dy, dy, dz, dw, db, None
+
+
+s3c_merge_fwd_triton.register_autograd(_merge_backward, setup_context=_merge_setup_context)
+
+
+def s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, eps: float):
+    """Entry used by :func:`handS3C.ops.s3c_merge`."""
+    return torch.ops.hands3c.s3c_merge_fwd_triton(y_spatial, y_channel, z, norm_weight, norm_bias, float(eps))[0]
