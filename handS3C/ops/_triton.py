@@ -22,6 +22,7 @@ buffer start as NaN instead of uninitialised memory, so a missed store shows up.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import List, Optional, Tuple
 
@@ -155,6 +156,28 @@ def _empty_grad(t: Tensor) -> Tensor:
     return t.new_empty((0,), dtype=torch.float32)
 
 
+def _op(name: str, fake):
+    """Define operator ``name`` from a Python body that launches Triton kernels.
+
+    Compiled Triton: ``torch.library.triton_op``, so torch.compile traces into the body and
+    sees the kernels (its fake kernel is derived from the body).  Under TRITON_INTERPRET=1
+    ``wrap_triton`` hands back the bare interpreted kernel, which cannot be traced (it would
+    run on fake tensors), so the op is an opaque ``custom_op`` with the explicit shape
+    function ``fake`` instead.  Same name, schema and eager behaviour either way.
+    """
+    def deco(fn):
+        if INTERPRET:
+            op = torch.library.custom_op(name, mutates_args=())(fn)
+            op.register_fake(fake)
+            return op
+        return triton_op(name, mutates_args=())(fn)
+    return deco
+
+
+def _contig(t: Tensor, dtype=None) -> Tensor:
+    return torch.empty(t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
 # =========================================================================================
 # selective_scan
 # =========================================================================================
@@ -170,7 +193,15 @@ def _ss_strides(u, delta, z, B, C):
     return (*u.stride(), *delta.stride(), *zz.stride(), *B.stride(), *C.stride())
 
 
-@triton_op("hands3c::selective_scan_fwd_triton", mutates_args=())
+def _ss_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    f32 = torch.float32
+    return (_contig(u), u.new_empty((batch, dim, N), dtype=f32),
+            u.new_empty((batch, dim, _cdiv(L, tile), N), dtype=f32))
+
+
+@_op("hands3c::selective_scan_fwd_triton", _ss_fwd_fake)
 def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                               z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                               tile: int, chunk_tiles: int, block_d: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -217,7 +248,14 @@ def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     return out, last, ck
 
 
-@triton_op("hands3c::selective_scan_bwd_triton", mutates_args=())
+def _ss_bwd_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
+                 tile, chunk_tiles, block_d, bwd_sub):
+    return [_contig(u), _contig(delta), _contig(A), _contig(B), _contig(C),
+            _contig(D) if D is not None else _empty_grad(u), _contig(z) if z is not None else _empty_grad(u),
+            _contig(delta_bias) if delta_bias is not None else _empty_grad(u)]
+
+
+@_op("hands3c::selective_scan_bwd_triton", _ss_bwd_fake)
 def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor, A: Tensor,
                               B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
                               delta_bias: Optional[Tensor], delta_softplus: bool, checkpoints: Tensor,
@@ -310,6 +348,8 @@ def _ss_backward(ctx, dout, dlast, _dck):
     softplus, tile, chunk_tiles, block_d, bwd_sub = ctx.plan
     if dout is None:
         dout = torch.zeros_like(u)
+    if dlast is not None:
+        dlast = dlast.contiguous()  # the kernels index it densely; autograd may hand an expanded view
     du, ddelta, dA, dB, dC, dD, dz, ddb = torch.ops.hands3c.selective_scan_bwd_triton(
         dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias, softplus, ck,
         tile, chunk_tiles, block_d, bwd_sub)
@@ -347,7 +387,14 @@ def _cs_dims(u, dt_projs_weight, A_logs):
     return Bn, D, P, Q, P * Q, R, N
 
 
-@triton_op("hands3c::cross_scan_fwd_triton", mutates_args=())
+def _cs_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles, block_d):
+    Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
+    f32 = torch.float32
+    return (u.new_empty((Bn, D, P, Q), dtype=f32), u.new_empty((Bn, L, 4, R + 2 * N), dtype=f32),
+            u.new_empty((Bn, 4, D, _cdiv(L, tile), N), dtype=f32))
+
+
+@_op("hands3c::cross_scan_fwd_triton", _cs_fwd_fake)
 def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
                           A_logs: Tensor, Ds: Tensor, tile: int, chunk_tiles: int,
                           block_d: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -395,7 +442,13 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     return y, dbl, ck
 
 
-@triton_op("hands3c::cross_scan_bwd_triton", mutates_args=())
+def _cs_bwd_fake(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints,
+                 tile, chunk_tiles, block_d, bwd_sub):
+    return [_contig(u, torch.float32), _contig(x_proj_weight), _contig(dt_projs_weight), _contig(dt_projs_bias),
+            _contig(A_logs), _contig(Ds)]
+
+
+@_op("hands3c::cross_scan_bwd_triton", _cs_bwd_fake)
 def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
                           dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, dbl: Tensor, checkpoints: Tensor,
                           tile: int, chunk_tiles: int, block_d: int, bwd_sub: int) -> List[Tensor]:
@@ -448,7 +501,7 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
     dbias = dbp.sum((0, 1))
     dalog = dAp.sum((0, 1)).reshape(4 * D, N)
     dds = dDp.sum((0, 1)).reshape(4 * D)
-    return [du, dxw, dwdt, dbias, dalog, dds]
+    return [du.contiguous(), dxw.contiguous(), dwdt, dbias, dalog, dds]
 
 
 def _cs_setup_context(ctx, inputs, output):
@@ -501,7 +554,7 @@ def _row_layout(tensors):
     if len(groups) > 3:
         tensors = [t.contiguous() for t in tensors]
         return _row_layout(tensors)
-    sizes = [1] * (3 - len(groups)) + [int(torch.tensor([shape[i] for i in g]).prod()) for g in groups]
+    sizes = [1] * (3 - len(groups)) + [math.prod(shape[i] for i in g) for g in groups]
     strides = []
     for t in tensors:
         st = [0] * (3 - len(groups)) + [t.stride(g[-1]) for g in groups]
@@ -518,7 +571,13 @@ _merge_fwd_tuned = _autotuned(_mk.merge_fwd_kernel, _MERGE_FWD_CONFIGS, ["C"])
 _merge_bwd_tuned = _autotuned(_mk.merge_bwd_kernel, _MERGE_BWD_CONFIGS, ["C"])
 
 
-@triton_op("hands3c::s3c_merge_fwd_triton", mutates_args=())
+def _merge_fwd_fake(y_spatial, y_channel, z, weight, bias, eps):
+    M = y_spatial.numel() // y_spatial.shape[-1]
+    return (_contig(y_spatial, torch.float32), y_spatial.new_empty((M,), dtype=torch.float32),
+            y_spatial.new_empty((M,), dtype=torch.float32))
+
+
+@_op("hands3c::s3c_merge_fwd_triton", _merge_fwd_fake)
 def s3c_merge_fwd_triton(y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight: Tensor, bias: Tensor,
                          eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     """-> (out (..., C) f32 contiguous, mean (M,) f32, rstd (M,) f32)."""
@@ -538,7 +597,11 @@ def s3c_merge_fwd_triton(y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight
     return out, mean, rstd
 
 
-@triton_op("hands3c::s3c_merge_bwd_triton", mutates_args=())
+def _merge_bwd_fake(dout, y_spatial, y_channel, z, weight, bias, mean, rstd):
+    return [_contig(y_spatial, torch.float32), _contig(z), _contig(weight), _contig(bias)]
+
+
+@_op("hands3c::s3c_merge_bwd_triton", _merge_bwd_fake)
 def s3c_merge_bwd_triton(dout: Tensor, y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight: Tensor,
                          bias: Tensor, mean: Tensor, rstd: Tensor) -> List[Tensor]:
     """-> [dy (..., C) f32 (gradient of both y inputs), dz (z's dtype), dweight, dbias]."""
