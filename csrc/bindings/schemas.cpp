@@ -2,6 +2,8 @@
 // which is always built); the CPU and CUDA kernels are registered in separate files.
 #include <torch/library.h>
 
+#include "cpu/cpu_ops.h"
+
 TORCH_LIBRARY(hands3c, m) {
   m.def("cross_scan_fwd(Tensor u, Tensor x_proj_weight, Tensor dt_projs_weight, Tensor dt_projs_bias, "
         "Tensor A_logs, Tensor Ds) -> (Tensor, Tensor, Tensor)");
@@ -17,4 +19,7 @@ TORCH_LIBRARY(hands3c, m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("s3c_merge_bwd(Tensor dout, Tensor y_spatial, Tensor y_channel, Tensor z, Tensor weight, "
         "Tensor bias, Tensor mean, Tensor rstd) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Benchmark helpers (CPU only, no tensors): see csrc/cpu/cpu_ops.h.
+  m.def("state_update_peak_rate(int steps) -> float", &hands3c::cpu::state_update_peak_rate);
+  m.def("cpu_isa() -> str", &hands3c::cpu::cpu_isa_name);
 }

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
+#include <string>
 #include <tuple>
 
 namespace hands3c {
@@ -40,6 +41,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
                                                          const Tensor& y_channel, const Tensor& z,
                                                          const Tensor& weight, const Tensor& bias,
                                                          const Tensor& mean, const Tensor& rstd);
+
+// Benchmark helpers: the compute bound of the scan's inner loop (state updates per second on
+// all threads, no memory traffic) and the instruction set the kernels dispatch to.
+double state_update_peak_rate(int64_t steps);
+std::string cpu_isa_name();
 
 }  // namespace cpu
 }  // namespace hands3c

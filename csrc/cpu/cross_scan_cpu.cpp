@@ -196,5 +196,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
   return {du.view({B, D, P, Q}), dxw.view({4, C, D}), dtw_grad, dtb_grad.view({4, D}), dalog, dds};
 }
 
+double state_update_peak_rate(int64_t steps) {
+  TORCH_CHECK(steps > 0, "state_update_peak_rate: steps must be positive, got ", steps);
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return state_update_peak_avx512(steps);
+    case Isa::kAvx2: return state_update_peak_avx2(steps);
+    default: return state_update_peak_baseline(steps);
+  }
+}
+
+std::string cpu_isa_name() {
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
 }  // namespace cpu
 }  // namespace hands3c

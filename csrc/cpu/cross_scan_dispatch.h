@@ -35,6 +35,9 @@ void cross_scan_forward_baseline(const CrossScanArgs& s, float* out, float* ckpt
 void cross_scan_backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g);
 void cross_scan_backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g);
 void cross_scan_backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g);
+double state_update_peak_avx512(int64_t steps);
+double state_update_peak_avx2(int64_t steps);
+double state_update_peak_baseline(int64_t steps);
 
 }  // namespace cpu
 }  // namespace hands3c

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -27,6 +28,7 @@ void cross_scan_forward_avx512(const CrossScanArgs& s, float* out, float* ckpt) 
 void cross_scan_backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g) {
   isa_avx512::backward(s, g);
 }
+double state_update_peak_avx512(int64_t steps) { return isa_avx512::state_update_peak(steps); }
 }  // namespace cpu
 }  // namespace hands3c
 

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -27,6 +28,7 @@ void cross_scan_forward_baseline(const CrossScanArgs& s, float* out, float* ckpt
 void cross_scan_backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g) {
   isa_baseline::backward(s, g);
 }
+double state_update_peak_baseline(int64_t steps) { return isa_baseline::state_update_peak(steps); }
 }  // namespace cpu
 }  // namespace hands3c
 

@@ -384,6 +384,45 @@ void backward(const CrossScanArgs& s, const CrossScanGrads& g) {
   });
 }
 
+// ---------------------------------------------------------------------------------------
+// The compute bound: the forward's per-step arithmetic (exp of delta*A, state FMA, output
+// FMA, for 16 states x kLanes channels) with every operand in registers and no loads or
+// stores, run on all threads.  Returns state updates per second.
+// ---------------------------------------------------------------------------------------
+inline double state_update_peak(int64_t steps) {
+  const int64_t tasks = at::get_num_threads();
+  std::vector<double> sink(tasks, 0.0);
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, tasks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = b0; t < b1; ++t) {
+      constexpr int NS = 16;
+      alignas(64) float h[NS * kLanes], a[NS * kLanes], delta[kLanes], du[kLanes], y[kLanes];
+      for (int i = 0; i < NS * kLanes; ++i) { h[i] = 0.f; a[i] = -1.0f - 0.01f * (i % 7); }
+      for (int j = 0; j < kLanes; ++j) { delta[j] = 0.01f * (j + 1); du[j] = 0.5f; y[j] = 0.f; }
+      for (int64_t l = 0; l < steps; ++l) {
+        const float bn = 0.25f + 1e-7f * (float)l, cn = 0.5f;
+        for (int n = 0; n < NS; ++n) {
+          float* hn = h + n * kLanes;
+          const float* an = a + n * kLanes;
+          HS3C_SIMD
+          for (int j = 0; j < kLanes; ++j) {
+            hn[j] = hm::exp_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
+            y[j] += cn * hn[j];
+          }
+        }
+      }
+      double acc = 0.0;
+      for (int j = 0; j < kLanes; ++j) acc += y[j];
+      sink[t] = acc;
+    }
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile double keep = 0.0;
+  for (double v : sink) keep = keep + v;
+  (void)keep;
+  return (double)tasks * (double)steps * 16.0 * kLanes / secs;
+}
+
 }  // namespace HS3C_ISA_NAMESPACE
 }  // namespace cpu
 }  // namespace hands3c

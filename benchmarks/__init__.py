@@ -1,0 +1,1 @@
+"""Benchmarks of HandS3C kernels (`python -m benchmarks --help`)."""
