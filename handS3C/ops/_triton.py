@@ -89,13 +89,14 @@ def _sm_count(device: torch.device) -> int:
 def _plan_chunks(n_tiles: int, units: int, device: torch.device, chunk_tiles: int) -> Tuple[int, int]:
     """(tiles per chunk, number of chunks).
 
-    Chunks only buy parallelism and cost a second scan (pass 1), so a GPU gets just
-    enough of them for ~4 programs per SM; the interpreter (a CPU) gets one chunk.
+    Chunks only buy parallelism and cost an extra pass (pass 1 scans everything once
+    more: ~+100% of the forward's exps, ~+30% of the backward's work), so a GPU gets just
+    enough of them for ~2 programs per SM; the interpreter (a CPU) gets one chunk.
     """
     if chunk_tiles > 0:
         tpc = min(chunk_tiles, n_tiles)
     elif device.type == "cuda":
-        want = max(1, _cdiv(4 * _sm_count(device), max(units, 1)))
+        want = max(1, _cdiv(2 * _sm_count(device), max(units, 1)))
         tpc = _cdiv(n_tiles, min(n_tiles, want))
     else:
         tpc = n_tiles
@@ -103,14 +104,16 @@ def _plan_chunks(n_tiles: int, units: int, device: torch.device, chunk_tiles: in
 
 
 # Forward kernels are autotuned over channel-block size and warps (key: problem sizes).
-# The (S, BD, NP) tiles (a, b, scanned h) must stay in registers: S*BD*NP <= 8192 with
-# 4-8 warps keeps them at <= 64 floats per thread each.  Backward kernels take BD from
-# the plan (the layout of their partial-sum buffers depends on it) and tune warps only.
+# A forward program keeps ~5 (S, BD, NP) float tiles live (decay, input, two scan outputs,
+# C); configs whose tile exceeds 32 floats per thread (S*BD*NP > 1024*num_warps) would
+# spill and are pruned before benchmarking.  Backward kernels take BD from the plan (the
+# layout of their partial-sum buffers depends on it) and tune warps only.
 _FWD_CONFIGS = [
-    triton.Config({"BD": 16}, num_warps=4),
     triton.Config({"BD": 8}, num_warps=4),
-    triton.Config({"BD": 32}, num_warps=8),
+    triton.Config({"BD": 4}, num_warps=4),
+    triton.Config({"BD": 16}, num_warps=4),
     triton.Config({"BD": 16}, num_warps=8),
+    triton.Config({"BD": 32}, num_warps=8),
 ]
 _BWD_CONFIGS = [triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)]
 
@@ -118,8 +121,8 @@ _BWD_CONFIGS = [triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)]
 def _prune_fwd(configs, named_args, **kwargs):
     tile = kwargs.get("S", named_args.get("S", 32))
     np_ = kwargs.get("NP", named_args.get("NP", 16))
-    keep = [c for c in configs if tile * c.kwargs["BD"] * np_ <= 8192]
-    return keep or configs[1:2]
+    keep = [c for c in configs if tile * c.kwargs["BD"] * np_ <= 1024 * c.num_warps]
+    return keep or [min(configs, key=lambda c: c.kwargs["BD"])]
 
 
 def _autotuned(kernel, configs, key, prune=None):
@@ -146,10 +149,12 @@ def _launch_bwd(kernel, tuned, grid, *args, **kwargs):
         wrap_triton(kernel)[grid](*args, **kwargs)
 
 
-def _bwd_block_d(block_d: int, width: int) -> int:
+def _bwd_block_d(block_d: int, width: int, tile: int, np_: int) -> int:
+    """Backward channel block: ~8 (S, BD, NP) tiles live (state and adjoint scans, their
+    coefficients, B/C), so keep S*BD*NP <= 2048 (16 floats per thread per tile at 4 warps)."""
     if block_d:
         return block_d
-    return min(16, _np2(width))
+    return max(1, min(_np2(width), 2048 // (tile * np_)))
 
 
 def _empty_grad(t: Tensor) -> Tensor:
@@ -275,7 +280,7 @@ def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, 
     dev = u.device
     A = A.contiguous()
     f32 = torch.float32
-    BD = _bwd_block_d(block_d, dim if per_ch else cpg)
+    BD = _bwd_block_d(block_d, dim if per_ch else cpg, S, NP)
     if per_ch:
         nsub = 1
         nblk = _cdiv(dim, BD)
@@ -463,9 +468,10 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
     xw = x_proj_weight.contiguous()
     wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
     alog, ds = A_logs.contiguous(), Ds.contiguous()
-    BD = _bwd_block_d(block_d, D)
-    # NSUB channel sub-blocks per program: ~4 outer blocks bound the d(dbl) partials
-    nsub = bwd_sub or max(1, _cdiv(D, BD * 4))
+    BD = _bwd_block_d(block_d, D, S, NP)
+    # NSUB channel sub-blocks per program: ~8 outer blocks bound the d(dbl) partials
+    # (8 x |dbl|) while leaving B*8 programs per launch, enough to skip chunking at B>=64
+    nsub = bwd_sub or max(1, _cdiv(D, BD * 8))
     n_outer = _cdiv(D, BD * nsub)
     tpc, nC = _plan_chunks(n_tiles, Bn * n_outer, dev, chunk_tiles)
     su = u.stride()
