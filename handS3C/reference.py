@@ -133,12 +133,15 @@ def selective_scan_ref64(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     Bs, Cs = per_step(B), per_step(C)
     dA = torch.exp(delta[:, :, None, :] * A[None, :, :, None])  # (batch, dim, N, L)
     dBu = delta[:, :, None, :] * Bs * u[:, :, None, :]
+    Cs = Cs.expand(dA.shape)
+    # unbind, not per-step indexing: its backward stacks the step gradients once, so autograd
+    # through this loop stays O(L) instead of materialising a full-size gradient per step.
+    dA_t, dBu_t, C_t = dA.unbind(-1), dBu.unbind(-1), Cs.unbind(-1)
     h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64, device=u.device)
     ys = []
     for t in range(L):
-        h = dA[..., t] * h + dBu[..., t]
-        c_t = Cs[..., t] if Cs.shape[-1] > 1 else Cs[..., 0]
-        ys.append((h * c_t).sum(-1))
+        h = dA_t[t] * h + dBu_t[t]
+        ys.append((h * C_t[t]).sum(-1))
     out = torch.stack(ys, dim=-1)
     if D is not None:
         out = out + u * D[None, :, None]

@@ -1,0 +1,218 @@
+"""cross_scan_selective_scan: fused kernels against the float64 reference and the published path.
+
+The same parametrisation runs on CPU and (with larger shapes where noted) on a GPU for the
+"cuda" backend; GPU cases skip with the reason given in conftest.py when no GPU is present.
+"""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import devices_for_test, requires_gpu
+from handS3C import ops, reference
+from tolerances import assert_close, dA_tol, du_tol, out_tol, weight_tol
+
+F32 = torch.float32
+
+
+def make_inputs(Bn, D, P, Q, N, R, seed=0, device="cpu"):
+    """Random, never-zero inputs with published-style parameter scales."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(Bn, D, P, Q, generator=g)
+    xw = (torch.rand(4, R + 2 * N, D, generator=g) * 2 - 1) / math.sqrt(D)
+    dtw = (torch.rand(4, D, R, generator=g) * 2 - 1) * R ** -0.5
+    dtb = torch.randn(4, D, generator=g) * 0.5 - 2.0
+    alogs = torch.log(torch.rand(4 * D, N, generator=g) * 4 + 0.5)
+    ds = torch.randn(4 * D, generator=g)
+    return [t.to(device) for t in (u, xw, dtw, dtb, alogs, ds)]
+
+
+def ref64(args):
+    return reference.cross_scan_selective_scan_ref(*[a.double() for a in args], scan_fn=reference.selective_scan_ref64)
+
+
+def check_against_float64(args, backend, with_grad=True, seed=1):
+    leaves = [a.detach().clone().requires_grad_(with_grad) for a in args]
+    out = ops.cross_scan_selective_scan(*leaves, backend=backend)
+    assert out.dtype == F32 and out.shape == args[0].shape and out.is_contiguous()
+    ref_leaves = [a.detach().cpu().double().requires_grad_(with_grad) for a in args]
+    want = ref64(ref_leaves)
+    r, a = out_tol(F32)
+    assert_close(out, want, r, a, "out")
+    if not with_grad:
+        return
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device)
+    grads = torch.autograd.grad((out * g).sum(), leaves)
+    want_grads = torch.autograd.grad((want * g.double().cpu()).sum(), ref_leaves)
+    names = ["u", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"]
+    tols = [du_tol(F32), weight_tol(F32), weight_tol(F32), weight_tol(F32), dA_tol(F32), weight_tol(F32)]
+    for name, got, exp, (rt, at) in zip(names, grads, want_grads, tols):
+        # Parameter gradients are sums over batch and positions: compare relative to their scale.
+        scale = max(1.0, exp.abs().max().item())
+        assert_close(got / scale, exp / scale, rt, at, f"d{name}")
+
+
+# (batch, D, P, Q, N, R): odd D, single row / column planes, non-square planes, N in {1,4,16},
+# L = P*Q from 1 to 1024 (including 65 and L not a multiple of the 64-step chunk).
+SHAPES = [
+    (1, 1, 1, 1, 1, 1),
+    (3, 3, 7, 9, 4, 2),
+    (1, 17, 1, 65, 16, 4),
+    (3, 17, 65, 1, 1, 2),
+    (1, 64, 7, 9, 16, 4),
+    (3, 1, 16, 16, 4, 1),
+    (1, 3, 32, 32, 16, 4),
+    (1, 20, 5, 13, 5, 3),   # N outside the specialised set (generic path), D not a multiple of 16
+]
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_matches_float64_reference(device, shape):
+    backend = "cpu" if device == "cpu" else "cuda"
+    check_against_float64(make_inputs(*shape, device=device), backend)
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+def test_spatial_branch_shape(device):
+    """HandS3C's spatial branch geometry (32x32 plane) at a reduced channel count."""
+    backend = "cpu" if device == "cpu" else "cuda"
+    check_against_float64(make_inputs(1, 64, 32, 32, 16, 16, seed=3, device=device), backend)
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+def test_channel_branch_plane(device):
+    """The channel branch: a 512x32 plane (L = 16384) at D = W = 32, passed as a permuted view."""
+    backend = "cpu" if device == "cpu" else "cuda"
+    u, *params = make_inputs(1, 32, 512, 32, 16, 16, seed=4, device=device)
+    base = torch.randn(1, 512, 32, 32, generator=torch.Generator().manual_seed(5)).to(device)
+    view = base.permute(0, 3, 1, 2)  # (B, W, d_inner, H): no copy
+    assert not view.is_contiguous()
+    check_against_float64([view] + params, backend)
+
+
+def test_strided_and_contiguous_inputs_agree():
+    u, *params = make_inputs(2, 16, 12, 8, 16, 4, seed=6)
+    base = u.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)   # channels-last storage
+    sliced = torch.randn(2, 16, 12, 16)[..., ::2]                    # non-unit plane stride
+    sliced.copy_(u)
+    a = ops.cross_scan_selective_scan(u, *params, backend="cpu")
+    b = ops.cross_scan_selective_scan(base, *params, backend="cpu")
+    c = ops.cross_scan_selective_scan(sliced, *params, backend="cpu")
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-6) and torch.allclose(a, c, rtol=1e-6, atol=1e-6)
+
+
+def test_equals_published_path():
+    """The composition check: the fused op equals cross-scan + mamba-ssm selective_scan_ref + merge."""
+    args = make_inputs(2, 24, 6, 10, 16, 2, seed=7)
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    ref_leaves = [a.clone().requires_grad_(True) for a in args]
+    out = ops.cross_scan_selective_scan(*leaves, backend="cpu")
+    want = reference.cross_scan_selective_scan_ref(*ref_leaves)  # mamba-ssm's selective_scan_ref
+    r, a = out_tol(F32)
+    assert_close(out, want, r, a, "out vs published path")
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(8))
+    for name, x, y in zip("u xw dtw dtb alogs ds".split(), torch.autograd.grad((out * g).sum(), leaves),
+                          torch.autograd.grad((want * g).sum(), ref_leaves)):
+        scale = max(1.0, y.abs().max().item())
+        assert_close(x / scale, y / scale, *weight_tol(F32), f"d{name} vs published path")
+
+
+def test_reference_backend_is_the_published_path():
+    args = make_inputs(1, 8, 4, 5, 4, 2, seed=9)
+    a = ops.cross_scan_selective_scan(*args, backend="reference")
+    b = reference.cross_scan_selective_scan_ref(*args)
+    assert torch.equal(a, b)
+
+
+def test_half_precision_u_is_read_as_float32():
+    u, *params = make_inputs(1, 16, 5, 7, 16, 4, seed=10)
+    got = ops.cross_scan_selective_scan(u.to(torch.bfloat16), *params, backend="cpu")
+    want = ops.cross_scan_selective_scan(u.to(torch.bfloat16).float(), *params, backend="cpu")
+    assert got.dtype == F32 and torch.equal(got, want)
+
+
+def test_backward_is_deterministic_across_thread_counts():
+    args = make_inputs(2, 40, 9, 11, 16, 4, seed=11)
+    g = torch.randn(2, 40, 9, 11, generator=torch.Generator().manual_seed(12))
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            leaves = [a.clone().requires_grad_(True) for a in args]
+            out = ops.cross_scan_selective_scan(*leaves, backend="cpu")
+            grads = torch.autograd.grad((out * g).sum(), leaves)
+            results.append((out,) + grads)
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for x, y in zip(results[0], other):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.filterwarnings("ignore:Input #.* is not a double precision")
+def test_gradcheck_tiny():
+    """Finite differences on a tiny case.  The kernels compute in float32 by contract (no
+    float64 kernel exists), so the check runs in float32 with a step and tolerance suited to
+    float32 finite differences; exactness is covered by the float64-reference tests above."""
+    args = make_inputs(1, 2, 2, 3, 2, 1, seed=13)
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    fn = lambda *t: ops.cross_scan_selective_scan(*t, backend="cpu")
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-2, atol=2e-2, rtol=2e-2, nondet_tol=0.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(Bn=st.integers(1, 2), D=st.integers(1, 20), P=st.integers(1, 9), Q=st.integers(1, 9),
+       N=st.sampled_from([1, 2, 4, 8, 16]), R=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_property_random_small_shapes(Bn, D, P, Q, N, R, seed):
+    check_against_float64(make_inputs(Bn, D, P, Q, N, R, seed=seed), "cpu", with_grad=(seed % 2 == 0), seed=seed)
+
+
+def test_opcheck():
+    args = make_inputs(2, 5, 3, 4, 4, 2, seed=14)
+    torch.library.opcheck(torch.ops.hands3c.cross_scan_fwd.default, tuple(a.requires_grad_(True) for a in args))
+
+
+# ---- bad input: clear errors naming the argument ----------------------------------------
+
+def test_errors_name_the_argument():
+    u, xw, dtw, dtb, alogs, ds = make_inputs(1, 4, 3, 3, 4, 2)
+    f = ops.cross_scan_selective_scan
+    with pytest.raises(ValueError, match="u must have 4 dimensions"):
+        f(u[0], xw, dtw, dtb, alogs, ds)
+    with pytest.raises(ValueError, match="x_proj_weight must have shape"):
+        f(u, xw[:, :-1], dtw, dtb, alogs, ds)
+    with pytest.raises(ValueError, match="dt_projs_weight"):
+        f(u, xw, dtw[:, :3], dtb, alogs, ds)
+    with pytest.raises(ValueError, match="dt_projs_bias must have shape"):
+        f(u, xw, dtw, dtb[:, :3], alogs, ds)
+    with pytest.raises(ValueError, match="A_logs must have shape"):
+        f(u, xw, dtw, dtb, alogs[:5], ds)
+    with pytest.raises(ValueError, match="Ds must have shape"):
+        f(u, xw, dtw, dtb, alogs, ds[:5])
+    with pytest.raises(TypeError, match="u must have dtype"):
+        f(u.double(), xw, dtw, dtb, alogs, ds)
+    with pytest.raises(TypeError, match="A_logs must have dtype"):
+        f(u, xw, dtw, dtb, alogs.half(), ds)
+    with pytest.raises(TypeError, match="Ds must be a torch.Tensor"):
+        f(u, xw, dtw, dtb, alogs, [1.0])
+    with pytest.raises(ValueError, match="one device"):
+        f(u, xw.to("meta"), dtw, dtb, alogs, ds)
+    big_n = make_inputs(1, 4, 3, 3, 65, 2)
+    with pytest.raises(ValueError, match="N .* must be in 1..64"):
+        f(*big_n)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        f(u, xw, dtw, dtb, alogs, ds, backend="fastest")
+    with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
+        f(u, xw, dtw, dtb, alogs, ds, backend="cuda")
+
+
+@requires_gpu
+def test_auto_backend_on_gpu_matches_cpu():
+    args = make_inputs(2, 64, 16, 16, 16, 4, seed=15)
+    cpu = ops.cross_scan_selective_scan(*args, backend="cpu")
+    gpu = ops.cross_scan_selective_scan(*[a.cuda() for a in args])
+    assert_close(gpu.cpu(), cpu, *out_tol(F32), "auto on cuda vs cpu")

@@ -1,0 +1,91 @@
+"""s3c_merge: LayerNorm(y_spatial + y_channel) * SiLU(z), fused, against the reference."""
+import pytest
+import torch
+
+from conftest import devices_for_test
+from handS3C import ops, reference
+from tolerances import assert_close, out_tol, weight_tol
+
+SHAPES = [(3, 1), (2, 5, 7), (2, 4, 6, 64), (1, 9, 7, 33), (2, 32, 32, 512)]
+
+
+def make(shape, zdtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    C = shape[-1]
+    ys = torch.randn(shape, generator=g) * 2 + 0.3
+    yc = torch.randn(shape, generator=g)
+    z = torch.randn(shape, generator=g).to(zdtype)
+    w = 1 + 0.3 * torch.randn(C, generator=g)
+    b = 0.2 * torch.randn(C, generator=g)
+    return [t.to(device) for t in (ys, yc, z, w, b)]
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("zdtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_matches_float64(device, shape, zdtype):
+    backend = "cpu" if device == "cpu" else "cuda"
+    args = make(shape, zdtype, device)
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    out = ops.s3c_merge(*leaves, eps=1e-5, backend=backend)
+    ref_leaves = [a.detach().cpu().double().requires_grad_(True) for a in args]
+    want = reference.s3c_merge_ref(*ref_leaves, eps=1e-5)
+    assert out.dtype == torch.float32
+    assert_close(out, want, *out_tol(torch.float32), "out")
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
+    got = torch.autograd.grad((out * g).sum(), leaves)
+    exp = torch.autograd.grad((want * g.double().cpu()).sum(), ref_leaves)
+    for name, a, b in zip(["y_spatial", "y_channel", "z", "weight", "bias"], got, exp):
+        assert a.dtype == leaves[["y_spatial", "y_channel", "z", "weight", "bias"].index(name)].dtype
+        scale = max(1.0, b.abs().max().item())
+        tol = out_tol(zdtype) if name == "z" else weight_tol(torch.float32)
+        assert_close(a.float() / scale, b / scale, *tol, f"d{name}")
+
+
+def test_permuted_views_as_in_the_block():
+    g = torch.Generator().manual_seed(2)
+    ys = torch.randn(2, 64, 4, 6, generator=g).permute(0, 2, 3, 1)   # spatial branch (B,d,H,W) -> (B,H,W,d)
+    yc = torch.randn(2, 6, 64, 4, generator=g).permute(0, 3, 1, 2)   # channel branch (B,W,d,H) -> (B,H,W,d)
+    z = torch.randn(2, 4, 6, 64, generator=g)
+    w, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    assert_close(ops.s3c_merge(ys, yc, z, w, b, backend="cpu"),
+                 reference.s3c_merge_ref(ys.double(), yc.double(), z.double(), w.double(), b.double()),
+                 *out_tol(torch.float32), "permuted views")
+
+
+def test_deterministic_across_thread_counts():
+    args = make((3, 70, 48), seed=3)
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for th in (1, 2):
+            torch.set_num_threads(th)
+            leaves = [a.clone().requires_grad_(True) for a in args]
+            o = ops.s3c_merge(*leaves, backend="cpu")
+            outs.append((o,) + torch.autograd.grad(o.square().sum(), leaves))
+    finally:
+        torch.set_num_threads(before)
+    for x, y in zip(*outs):
+        assert torch.equal(x, y)
+
+
+def test_opcheck():
+    args = make((2, 3, 8), seed=4)
+    torch.library.opcheck(torch.ops.hands3c.s3c_merge_fwd.default,
+                          tuple(a.requires_grad_(True) for a in args) + (1e-5,))
+
+
+def test_errors_name_the_argument():
+    ys, yc, z, w, b = make((2, 3, 8))
+    with pytest.raises(ValueError, match="y_channel must have shape"):
+        ops.s3c_merge(ys, yc[:, :2], z, w, b)
+    with pytest.raises(ValueError, match="z must have shape"):
+        ops.s3c_merge(ys, yc, z[..., :4], w, b)
+    with pytest.raises(ValueError, match="norm_weight must have shape"):
+        ops.s3c_merge(ys, yc, z, w[:4], b)
+    with pytest.raises(TypeError, match="y_spatial must have dtype"):
+        ops.s3c_merge(ys.double(), yc, z, w, b)
+    with pytest.raises(ValueError, match="eps must be a positive finite number"):
+        ops.s3c_merge(ys, yc, z, w, b, eps=float("nan"))
+    with pytest.raises(ValueError, match="one device"):
+        ops.s3c_merge(ys, yc, z, w.to("meta"), b)
