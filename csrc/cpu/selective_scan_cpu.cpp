@@ -1,0 +1,375 @@
+// hands3c::selective_scan_fwd / selective_scan_bwd on CPU: argument checks, the shape-only
+// work plan, output allocation, the final fixed-order reductions, and dispatch to the best
+// instruction-set build of the kernels (selective_scan_kernel.h).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_ops.h"
+#include "cpu/selective_scan_dispatch.h"
+
+namespace hands3c {
+namespace cpu {
+
+namespace {
+
+using ss::DType;
+
+constexpr int64_t kLanes = 16;         // channels per block (kW in the kernel)
+constexpr int64_t kChunk = 64;         // checkpoint stride (kT in the kernel)
+constexpr int64_t kMaxState = 64;
+// Backward tasks aimed for when a group's channels are split into slices.  A constant, not the
+// thread count: the slices fix the order of the dB/dC sums, so results are bitwise identical on
+// any number of threads.  64 keeps a many-core machine busy while a slice still spans several
+// blocks (its lane reduction is shared by them).
+constexpr int64_t kTargetTasks = 64;
+
+enum class Isa { kAvx512, kAvx2, kBaseline };
+
+Isa detect_isa() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kBaseline;
+}
+
+// The best supported build, or the one named by HANDS3C_SS_ISA (avx512 / avx2 / baseline; the
+// tests use it to check that every build gives the same numbers).
+Isa pick_isa() {
+  static const Isa best = detect_isa();
+  const char* env = std::getenv("HANDS3C_SS_ISA");
+  if (env == nullptr || *env == '\0') return best;
+  const std::string want(env);
+  Isa isa;
+  if (want == "baseline") isa = Isa::kBaseline;
+  else if (want == "avx2") isa = Isa::kAvx2;
+  else if (want == "avx512") isa = Isa::kAvx512;
+  else TORCH_CHECK_VALUE(false, "HANDS3C_SS_ISA must be avx512, avx2 or baseline, got '", want, "'");
+  TORCH_CHECK(static_cast<int>(isa) >= static_cast<int>(best), "HANDS3C_SS_ISA=", want,
+              " is not supported by this CPU");
+  return isa;
+}
+
+DType dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::kFloat;
+    case at::kHalf: return DType::kHalf;
+    case at::kBFloat16: return DType::kBFloat16;
+    default: TORCH_CHECK_TYPE(false, "selective_scan: unsupported dtype ", t.scalar_type());
+  }
+  return DType::kFloat;
+}
+
+bool is_scan_float(const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  return s == at::kFloat || s == at::kHalf || s == at::kBFloat16;
+}
+
+ss::View3 view3(const at::Tensor& t) {
+  ss::View3 v;
+  v.p = t.data_ptr();
+  v.t = dtype_of(t);
+  v.sb = t.stride(0);
+  v.sd = t.stride(1);
+  v.sl = t.stride(2);
+  return v;
+}
+
+ss::View4 view4(const at::Tensor& t, int64_t dim) {
+  ss::View4 v;
+  v.p = t.data_ptr();
+  v.t = dtype_of(t);
+  v.sb = t.stride(0);
+  v.sg = t.stride(1);
+  v.sn = t.stride(2);
+  v.sl = t.stride(3);
+  v.G = t.size(1);
+  v.cpg = dim / v.G;
+  return v;
+}
+
+ss::Out3 out3(const at::Tensor& t) {
+  ss::Out3 o;
+  o.p = t.data_ptr();
+  o.t = dtype_of(t);
+  return o;
+}
+
+void check_args(const char* op, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                const at::Tensor& B, const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                const OptTensor& delta_bias) {
+  auto cpu = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got one on ", t.device());
+  };
+  cpu(u, "u"); cpu(delta, "delta"); cpu(A, "A"); cpu(B, "B"); cpu(C, "C");
+  TORCH_CHECK_VALUE(u.dim() == 3, op, ": u must be (batch, dim, L), got ", u.sizes());
+  TORCH_CHECK_TYPE(is_scan_float(u), op, ": u must be float32, float16 or bfloat16, got ", u.scalar_type());
+  TORCH_CHECK_VALUE(delta.sizes() == u.sizes(), op, ": delta must have u's shape ", u.sizes(), ", got ", delta.sizes());
+  TORCH_CHECK_TYPE(delta.scalar_type() == u.scalar_type(), op, ": delta must have u's dtype");
+  const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2);
+  TORCH_CHECK_VALUE(batch >= 1 && dim >= 1 && L >= 1, op, ": u must have no empty dimension, got ", u.sizes());
+  TORCH_CHECK_TYPE(A.scalar_type() == at::kFloat, op, ": A must be float32, got ", A.scalar_type());
+  TORCH_CHECK_VALUE(A.dim() == 2 && A.size(0) == dim, op, ": A must be (dim=", dim, ", N), got ", A.sizes());
+  const int64_t N = A.size(1);
+  TORCH_CHECK_VALUE(N >= 1 && N <= kMaxState, op, ": N (A.shape[1]) must be in 1..", kMaxState, ", got ", N);
+  for (const auto* m : {&B, &C}) {
+    const char* name = m == &B ? "B" : "C";
+    TORCH_CHECK_TYPE(is_scan_float(*m), op, ": ", name, " must be float32, float16 or bfloat16");
+    TORCH_CHECK_VALUE(m->dim() == 4 && m->size(0) == batch && m->size(1) >= 1 && dim % m->size(1) == 0 &&
+                          m->size(2) == N && m->size(3) == L,
+                      op, ": ", name, " must be (batch, G, N, L) = (", batch, ", G | ", dim, ", ", N, ", ", L,
+                      "), got ", m->sizes());
+  }
+  for (const auto* o : {&D, &delta_bias}) {
+    if (!o->has_value()) continue;
+    const char* name = o == &D ? "D" : "delta_bias";
+    cpu(**o, name);
+    TORCH_CHECK_TYPE((*o)->scalar_type() == at::kFloat, op, ": ", name, " must be float32");
+    TORCH_CHECK_VALUE((*o)->dim() == 1 && (*o)->size(0) == dim, op, ": ", name, " must be (dim=", dim, ",)");
+  }
+  if (z.has_value()) {
+    cpu(*z, "z");
+    TORCH_CHECK_VALUE(z->sizes() == u.sizes(), op, ": z must have u's shape");
+    TORCH_CHECK_TYPE(z->scalar_type() == u.scalar_type(), op, ": z must have u's dtype");
+  }
+}
+
+// The shape-only work plan (see ss::Plan).
+struct PlanStore {
+  std::vector<int64_t> block_d0, slice_begin, rowB, first_gB, rowC, first_gC;
+  std::vector<int32_t> block_nl;
+  ss::Plan plan;
+};
+
+void assign_rows(const PlanStore& ps, int64_t cpg, std::vector<int64_t>& row, std::vector<int64_t>& first_g,
+                 int64_t& nrows) {
+  const int64_t ns = static_cast<int64_t>(ps.slice_begin.size()) - 1;
+  row.resize(ns);
+  first_g.resize(ns);
+  nrows = 0;
+  for (int64_t s = 0; s < ns; ++s) {
+    const int64_t kb0 = ps.slice_begin[s], kb1 = ps.slice_begin[s + 1];
+    const int64_t df = ps.block_d0[kb0], dl = ps.block_d0[kb1 - 1] + ps.block_nl[kb1 - 1] - 1;
+    first_g[s] = df / cpg;
+    row[s] = nrows;
+    nrows += dl / cpg - df / cpg + 1;
+  }
+}
+
+void make_plan(int64_t batch, int64_t dim, int64_t cpgB, int64_t cpgC, PlanStore& ps) {
+  const int64_t R = std::gcd(cpgB, cpgC);  // channels sharing both a B group and a C group
+  ps.plan.uniform = R >= kLanes;
+  if (ps.plan.uniform) {
+    // Blocks never straddle a region of R channels; each region's blocks are cut into S slices.
+    const int64_t nreg = dim / R, bpr = (R + kLanes - 1) / kLanes;
+    const int64_t want = (kTargetTasks + batch * nreg - 1) / (batch * nreg);
+    const int64_t S = std::min(bpr, std::max<int64_t>(1, want));
+    for (int64_t r = 0; r < nreg; ++r) {
+      for (int64_t i = 0; i < bpr; ++i) {
+        ps.block_d0.push_back(r * R + i * kLanes);
+        ps.block_nl.push_back(static_cast<int32_t>(std::min(kLanes, R - i * kLanes)));
+      }
+      for (int64_t q = 0; q < S; ++q) ps.slice_begin.push_back(r * bpr + q * bpr / S);
+    }
+  } else {
+    // Lanes of a block read different groups: every block is its own slice.
+    for (int64_t d0 = 0; d0 < dim; d0 += kLanes) {
+      ps.slice_begin.push_back(static_cast<int64_t>(ps.block_d0.size()));
+      ps.block_d0.push_back(d0);
+      ps.block_nl.push_back(static_cast<int32_t>(std::min(kLanes, dim - d0)));
+    }
+  }
+  ps.slice_begin.push_back(static_cast<int64_t>(ps.block_d0.size()));
+  assign_rows(ps, cpgB, ps.rowB, ps.first_gB, ps.plan.nrowsB);
+  assign_rows(ps, cpgC, ps.rowC, ps.first_gC, ps.plan.nrowsC);
+  ps.plan.nblocks = static_cast<int64_t>(ps.block_d0.size());
+  ps.plan.block_d0 = ps.block_d0.data();
+  ps.plan.block_nl = ps.block_nl.data();
+  ps.plan.nslices = static_cast<int64_t>(ps.slice_begin.size()) - 1;
+  ps.plan.slice_begin = ps.slice_begin.data();
+  ps.plan.rowB = ps.rowB.data();
+  ps.plan.first_gB = ps.first_gB.data();
+  ps.plan.rowC = ps.rowC.data();
+  ps.plan.first_gC = ps.first_gC.data();
+}
+
+ss::Problem make_problem(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A_c, const at::Tensor& B,
+                         const at::Tensor& C, const at::Tensor* D_c, const OptTensor& z, const at::Tensor* db_c,
+                         bool softplus) {
+  ss::Problem p;
+  p.batch = u.size(0);
+  p.dim = u.size(1);
+  p.L = u.size(2);
+  p.N = A_c.size(1);
+  p.nchunks = (p.L + kChunk - 1) / kChunk;
+  p.u = view3(u);
+  p.delta = view3(delta);
+  if (z.has_value()) p.z = view3(*z);
+  p.A = A_c.data_ptr<float>();
+  p.B = view4(B, p.dim);
+  p.C = view4(C, p.dim);
+  p.D = D_c != nullptr ? D_c->data_ptr<float>() : nullptr;
+  p.delta_bias = db_c != nullptr ? db_c->data_ptr<float>() : nullptr;
+  p.softplus = softplus;
+  return p;
+}
+
+// The partial rows of dB (or dC) summed into a (batch, G, N, L) float32 tensor, each group's
+// rows added in slice order.  When every group has exactly one row the rows are the result.
+at::Tensor reduce_rows(const at::Tensor& rows, const PlanStore& ps, bool is_b, int64_t batch, int64_t G,
+                       int64_t N, int64_t L) {
+  const int64_t nrows = is_b ? ps.plan.nrowsB : ps.plan.nrowsC;
+  if (nrows == G) return rows.view({batch, G, N, L});
+  const auto& row = is_b ? ps.rowB : ps.rowC;
+  const auto& fg = is_b ? ps.first_gB : ps.first_gC;
+  std::vector<std::vector<int64_t>> sources(G);
+  const int64_t ns = ps.plan.nslices;
+  for (int64_t s = 0; s < ns; ++s) {
+    const int64_t nr = (s + 1 < ns ? row[s + 1] : nrows) - row[s];
+    for (int64_t i = 0; i < nr; ++i) sources[fg[s] + i].push_back(row[s] + i);
+  }
+  auto out = at::empty({batch, G, N, L}, rows.options());
+  const float* src = rows.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t NL = N * L;
+  at::parallel_for(0, batch * G, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / G, g = i % G;
+      float* o = dst + i * NL;
+      const auto& srcs = sources[g];
+      std::memcpy(o, src + (b * nrows + srcs[0]) * NL, sizeof(float) * NL);
+      for (size_t k = 1; k < srcs.size(); ++k) {
+        const float* r = src + (b * nrows + srcs[k]) * NL;
+        for (int64_t e = 0; e < NL; ++e) o[e] += r[e];
+      }
+    }
+  });
+  return out;
+}
+
+// sum over the batch of a (batch, rest...) float32 tensor, in batch order.
+at::Tensor sum_batch(const at::Tensor& part) {
+  const int64_t batch = part.size(0), n = part.numel() / batch;
+  auto out = at::empty(part.sizes().slice(1), part.options());
+  const float* p = part.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  std::memcpy(o, p, sizeof(float) * n);
+  for (int64_t b = 1; b < batch; ++b)
+    for (int64_t i = 0; i < n; ++i) o[i] += p[b * n + i];
+  return out;
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                                      const Tensor& B, const Tensor& C, const OptTensor& D,
+                                                      const OptTensor& z, const OptTensor& delta_bias,
+                                                      bool delta_softplus) {
+  check_args("selective_scan_fwd", u, delta, A, B, C, D, z, delta_bias);
+  const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2), N = A.size(1);
+  const int64_t nchunks = (L + kChunk - 1) / kChunk;
+  const auto A_c = A.contiguous();
+  const at::Tensor D_c = D.has_value() ? D->contiguous() : at::Tensor();
+  const at::Tensor db_c = delta_bias.has_value() ? delta_bias->contiguous() : at::Tensor();
+  auto f32 = u.options().dtype(at::kFloat);
+  auto out = at::empty({batch, dim, L}, u.options());
+  auto last = at::empty({batch, dim, N}, f32);
+  auto ckpt = at::empty({batch, dim, nchunks, N}, f32);
+
+  const ss::Problem p = make_problem(u, delta, A_c, B, C, D.has_value() ? &D_c : nullptr, z,
+                                     delta_bias.has_value() ? &db_c : nullptr, delta_softplus);
+  PlanStore ps;
+  make_plan(batch, dim, p.B.cpg, p.C.cpg, ps);
+  ss::FwdOut o;
+  o.out = out3(out);
+  o.last = last.data_ptr<float>();
+  o.ckpt = ckpt.data_ptr<float>();
+  switch (pick_isa()) {
+    case Isa::kAvx512: ss::forward_avx512(p, ps.plan, o); break;
+    case Isa::kAvx2: ss::forward_avx2(p, ps.plan, o); break;
+    default: ss::forward_baseline(p, ps.plan, o); break;
+  }
+  return {out, last, ckpt};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_scan_bwd(
+    const Tensor& dout, const OptTensor& dlast_state, const Tensor& u, const Tensor& delta, const Tensor& A,
+    const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+    bool delta_softplus, const Tensor& checkpoints) {
+  const char* op = "selective_scan_bwd";
+  check_args(op, u, delta, A, B, C, D, z, delta_bias);
+  const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2), N = A.size(1);
+  const int64_t nchunks = (L + kChunk - 1) / kChunk;
+  TORCH_CHECK(dout.device().is_cpu() && checkpoints.device().is_cpu(), op, ": dout and checkpoints must be CPU tensors");
+  TORCH_CHECK_VALUE(dout.sizes() == u.sizes(), op, ": dout must have u's shape ", u.sizes(), ", got ", dout.sizes());
+  TORCH_CHECK_TYPE(dout.scalar_type() == u.scalar_type(), op, ": dout must have u's dtype");
+  TORCH_CHECK_VALUE(checkpoints.scalar_type() == at::kFloat &&
+                        checkpoints.sizes() == at::IntArrayRef({batch, dim, nchunks, N}),
+                    op, ": checkpoints must be float32 (", batch, ", ", dim, ", ", nchunks, ", ", N, "), got ",
+                    checkpoints.sizes());
+  at::Tensor dlast_c;
+  if (dlast_state.has_value()) {
+    TORCH_CHECK(dlast_state->device().is_cpu(), op, ": dlast_state must be a CPU tensor");
+    TORCH_CHECK_VALUE(dlast_state->sizes() == at::IntArrayRef({batch, dim, N}), op,
+                      ": dlast_state must be (batch, dim, N)");
+    dlast_c = dlast_state->to(at::kFloat).contiguous();
+  }
+  const auto ckpt_c = checkpoints.contiguous();
+  const auto A_c = A.contiguous();
+  const at::Tensor D_c = D.has_value() ? D->contiguous() : at::Tensor();
+  const at::Tensor db_c = delta_bias.has_value() ? delta_bias->contiguous() : at::Tensor();
+  auto f32 = u.options().dtype(at::kFloat);
+
+  const ss::Problem p = make_problem(u, delta, A_c, B, C, D.has_value() ? &D_c : nullptr, z,
+                                     delta_bias.has_value() ? &db_c : nullptr, delta_softplus);
+  PlanStore ps;
+  make_plan(batch, dim, p.B.cpg, p.C.cpg, ps);
+  const int64_t GB = B.size(1), GC = C.size(1);
+
+  auto du = at::empty({batch, dim, L}, u.options());
+  auto ddelta = at::empty({batch, dim, L}, delta.options());
+  auto dz = z.has_value() ? at::empty({batch, dim, L}, z->options()) : at::empty({0}, f32);
+  auto rowsB = at::empty({batch, ps.plan.nrowsB, N, L}, f32);
+  auto rowsC = at::empty({batch, ps.plan.nrowsC, N, L}, f32);
+  auto dA_part = at::empty({batch, dim, N}, f32);
+  auto dD_part = at::empty({batch, dim}, f32);
+  auto db_part = at::empty({batch, dim}, f32);
+
+  ss::BwdIO io;
+  io.dout = view3(dout);
+  io.dlast = dlast_state.has_value() ? dlast_c.data_ptr<float>() : nullptr;
+  io.ckpt = ckpt_c.data_ptr<float>();
+  io.du = out3(du);
+  io.ddelta = out3(ddelta);
+  if (z.has_value()) io.dz = out3(dz);
+  io.dB_rows = rowsB.data_ptr<float>();
+  io.dC_rows = rowsC.data_ptr<float>();
+  io.dA_part = dA_part.data_ptr<float>();
+  io.dD_part = dD_part.data_ptr<float>();
+  io.dbias_part = db_part.data_ptr<float>();
+  switch (pick_isa()) {
+    case Isa::kAvx512: ss::backward_avx512(p, ps.plan, io); break;
+    case Isa::kAvx2: ss::backward_avx2(p, ps.plan, io); break;
+    default: ss::backward_baseline(p, ps.plan, io); break;
+  }
+
+  auto dB = reduce_rows(rowsB, ps, true, batch, GB, N, L).to(B.scalar_type());
+  auto dC = reduce_rows(rowsC, ps, false, batch, GC, N, L).to(C.scalar_type());
+  auto dA = sum_batch(dA_part);
+  auto dD = D.has_value() ? sum_batch(dD_part) : at::empty({0}, f32);
+  auto ddb = delta_bias.has_value() ? sum_batch(db_part) : at::empty({0}, f32);
+  return {du, ddelta, dA, dB, dC, dD, dz, ddb};
+}
+
+}  // namespace cpu
+}  // namespace hands3c

@@ -1,0 +1,26 @@
+// The selective-scan kernels compiled for one instruction set (baseline); selective_scan_cpu.cpp
+// picks the best one the running CPU supports.  Headers with inline functions are included
+// before the target pragma so that only this file's own kernels get the wider instructions.
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "cpu/selective_scan_dispatch.h"
+#include "hands3c/scan_math.h"
+
+#define HS3C_SS_ISA ss_isa_baseline
+#include "cpu/selective_scan_kernel.h"
+
+namespace hands3c {
+namespace cpu {
+namespace ss {
+void forward_baseline(const Problem& p, const Plan& plan, const FwdOut& o) { ss_isa_baseline::forward(p, plan, o); }
+void backward_baseline(const Problem& p, const Plan& plan, const BwdIO& io) { ss_isa_baseline::backward(p, plan, io); }
+}  // namespace ss
+}  // namespace cpu
+}  // namespace hands3c

@@ -1,0 +1,629 @@
+// The selective-scan CPU kernels (forward and backward), written once and compiled for several
+// instruction sets: selective_scan_isa_*.cpp include this file inside a namespace of their own
+// under a `#pragma GCC target`, and selective_scan_cpu.cpp picks one at run time.
+//
+// Vectorisation.  A block is up to kW = 16 consecutive channels of one batch element, one
+// channel per SIMD lane; every per-step quantity is a 16-wide float array that the compiler
+// keeps in vector registers (`HS3C_SIMD`), and the state is h[n][lane].  Vectorising across
+// channels rather than across the N states needs no horizontal reduction for
+// y_t = sum_n C_t[n] h_t[n], works the same for N = 1 as for N = 64, and lets B_t[n], C_t[n]
+// be scalar broadcasts when all lanes share one group (the usual case: G = 1).
+//
+// Memory.  Time is walked in chunks of kT = 64 steps (the checkpoint stride).  Per chunk the
+// block's u, delta, z (and dout) are packed into small position-major tiles (kT x 16 floats,
+// converted from half/bfloat16 here), so every input element is read exactly once, the tiles
+// stay in L1, and the inner loops read unit-stride 16-float rows.
+//
+// Backward.  Per chunk, walking the chunks from last to first: recompute the chunk's states
+// from the forward's checkpoint (the state before its first step) into a (kT+1) x N x 16 tile,
+// then run the adjoint recurrence g_{t-1} = exp(delta_t A) (g_t + dy_t C_t) backwards through
+// it.  dB and dC are sums over the channels of a group: a task (a "slice", fixed by the shapes
+// alone) accumulates its blocks lane-wise into a chunk buffer, reduces the 16 lanes with a fixed
+// shuffle tree, and writes its own rows; the host sums rows shared by several slices in slice
+// order.  dA, dD and d(delta_bias) are written per (batch, channel) and summed over the batch
+// by the host.  Nothing depends on the thread count, and there are no atomics.
+//
+// Requires before inclusion: <ATen/Parallel.h>, <c10/util/Half.h>, <c10/util/BFloat16.h>,
+// <algorithm>, <cstdlib>, <cstring>, <new>, "hands3c/scan_math.h",
+// "cpu/selective_scan_dispatch.h".
+
+#ifndef HS3C_SS_ISA
+#error "define HS3C_SS_ISA before including selective_scan_kernel.h"
+#endif
+
+namespace hands3c {
+namespace cpu {
+namespace HS3C_SS_ISA {
+
+namespace hm = hands3c::math;
+using ss::BwdIO;
+using ss::DType;
+using ss::FwdOut;
+using ss::Out3;
+using ss::Plan;
+using ss::Problem;
+using ss::View3;
+using ss::View4;
+
+constexpr int kW = 16;                  // lanes (channels) per block
+constexpr int kT = 64;                  // steps per chunk = checkpoint stride
+constexpr int kNMax = hm::kMaxState;    // largest N
+
+// 64-byte aligned scratch that grows on demand and is reused across a thread's tasks.  Defined
+// in the per-ISA namespace (not std::vector) so that no inline function is shared between
+// translation units compiled for different instruction sets.
+struct Buf {
+  float* p = nullptr;
+  int64_t cap = 0;
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { std::free(p); }
+  float* get(int64_t n) {
+    if (n > cap) {
+      std::free(p);
+      const size_t bytes = static_cast<size_t>((n * 4 + 63) / 64 * 64);
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (p == nullptr) throw std::bad_alloc();
+      cap = n;
+    }
+    return p;
+  }
+};
+
+// Calls f(T{}) with T the C++ type of dtype t (the conversion loops are then typed).
+template <typename F>
+inline void with_type(DType t, F&& f) {
+  switch (t) {
+    case DType::kFloat: f(float{}); break;
+    case DType::kHalf: f(c10::Half{}); break;
+    default: f(c10::BFloat16{}); break;
+  }
+}
+
+inline int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
+
+// tile[t*kW + j] = v[b, d0 + j, t0 + t] as float for j < nl, t < T; dead lanes get 0.
+inline void pack3(const View3& v, int64_t b, int64_t d0, int nl, int64_t t0, int64_t T, float* tile) {
+  with_type(v.t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* base = static_cast<const S*>(v.p) + b * v.sb + d0 * v.sd + t0 * v.sl;
+    if (v.sd == 1 && v.sl != 1) {  // channel-contiguous view: read each step's lanes in a row
+      for (int64_t t = 0; t < T; ++t)
+        for (int j = 0; j < nl; ++j) tile[t * kW + j] = static_cast<float>(base[t * v.sl + j]);
+    } else if (v.sl == 1) {
+      for (int j = 0; j < nl; ++j) {
+        const S* src = base + j * v.sd;
+        for (int64_t t = 0; t < T; ++t) tile[t * kW + j] = static_cast<float>(src[t]);
+      }
+    } else {
+      for (int j = 0; j < nl; ++j) {
+        const S* src = base + j * v.sd;
+        for (int64_t t = 0; t < T; ++t) tile[t * kW + j] = static_cast<float>(src[t * v.sl]);
+      }
+    }
+  });
+  for (int64_t t = 0; t < T; ++t)
+    for (int j = nl; j < kW; ++j) tile[t * kW + j] = 0.f;
+}
+
+// out[b, d0 + j, t0 + t] = tile[t*kW + j] for live lanes (out is contiguous (batch, dim, L)).
+inline void unpack3(const Out3& o, int64_t dim, int64_t L, int64_t b, int64_t d0, int nl, int64_t t0,
+                    int64_t T, const float* tile) {
+  with_type(o.t, [&](auto tag) {
+    using S = decltype(tag);
+    S* base = static_cast<S*>(o.p) + (b * dim + d0) * L + t0;
+    for (int j = 0; j < nl; ++j) {
+      S* dst = base + j * L;
+      for (int64_t t = 0; t < T; ++t) dst[t] = static_cast<S>(tile[t * kW + j]);
+    }
+  });
+}
+
+// B or C of one group, as scalars: dst[t*N + n] = v[b, g, n, t0 + t].  Returns the step stride
+// of dst: N, or 0 when v does not vary in time (then only t = 0 is packed).
+inline int64_t pack_bc_scalar(const View4& v, int64_t b, int64_t g, int64_t N, int64_t t0, int64_t T,
+                              float* dst) {
+  const int64_t TT = v.sl == 0 ? 1 : T;
+  with_type(v.t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* base = static_cast<const S*>(v.p) + b * v.sb + g * v.sg + t0 * v.sl;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t t = 0; t < TT; ++t) dst[t * N + n] = static_cast<float>(base[n * v.sn + t * v.sl]);
+  });
+  return v.sl == 0 ? 0 : N;
+}
+
+// B or C per lane (lanes may read different groups): dst[(t*N + n)*kW + j] = v[b, g(d0+j), n, t0+t].
+// Returns the step stride of dst in floats (0 when v does not vary in time).
+inline int64_t pack_bc_lanes(const View4& v, int64_t b, int64_t d0, int nl, int64_t N, int64_t t0, int64_t T,
+                             float* dst) {
+  const int64_t TT = v.sl == 0 ? 1 : T;
+  with_type(v.t, [&](auto tag) {
+    using S = decltype(tag);
+    for (int j = 0; j < nl; ++j) {
+      const int64_t g = (d0 + j) / v.cpg;
+      const S* base = static_cast<const S*>(v.p) + b * v.sb + g * v.sg + t0 * v.sl;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t t = 0; t < TT; ++t) dst[(t * N + n) * kW + j] = static_cast<float>(base[n * v.sn + t * v.sl]);
+    }
+  });
+  for (int64_t r = 0; r < TT * N; ++r)
+    for (int j = nl; j < kW; ++j) dst[r * kW + j] = 0.f;
+  return v.sl == 0 ? 0 : N * kW;
+}
+
+// Per-lane constants of a block: a[n*kW + j] = A[d0+j, n], D and delta_bias (0 on dead lanes,
+// which then carry u = 0 and a zero state through every step).
+inline void load_lane_params(const Problem& p, int64_t d0, int nl, int64_t N, float* a, float* Dv, float* bias) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int j = 0; j < kW; ++j) a[n * kW + j] = j < nl ? p.A[(d0 + j) * N + n] : 0.f;
+  for (int j = 0; j < kW; ++j) {
+    Dv[j] = (p.D != nullptr && j < nl) ? p.D[d0 + j] : 0.f;
+    bias[j] = (p.delta_bias != nullptr && j < nl) ? p.delta_bias[d0 + j] : 0.f;
+  }
+}
+
+// In place: dt = softplus(raw + bias) (or raw + bias); sig = d dt / d raw when sig != nullptr.
+inline void delta_transform(float* dt, float* sig, const float* bias, bool softplus, int64_t T) {
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = dt + t * kW;
+    if (softplus) {
+      if (sig != nullptr) {
+        float* sr = sig + t * kW;
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) {
+          const float x = row[j] + bias[j];
+          sr[j] = hm::sigmoid_f(x);
+          row[j] = hm::softplus_f(x);
+        }
+      } else {
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) row[j] = hm::softplus_f(row[j] + bias[j]);
+      }
+    } else {
+      HS3C_SIMD
+      for (int j = 0; j < kW; ++j) row[j] += bias[j];
+      if (sig != nullptr) {
+        float* sr = sig + t * kW;
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) sr[j] = 1.f;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lane reduction: out[i] = sum_j rows[i*kW + j] for 16 consecutive rows, by a fixed tree of
+// shuffles and vertical adds (4 levels, 15 vector adds for 16 rows instead of 240 scalar adds).
+// Level s pairs two vectors X, Y and keeps, per block of 2s lanes, X's and Y's half-block sums;
+// feeding the rows in bit-reversed order leaves row i's sum in lane i.  GCC's generic vectors
+// lower this to zmm, ymm or xmm shuffles depending on the target.
+// ---------------------------------------------------------------------------------------
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+inline void lane_sums16(const float* rows, float* out) {
+  static constexpr int kRev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+  const v16i lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+  const v16i hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+  const v16i lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+  const v16i hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+  const v16i lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+  const v16i hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+  const v16i lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+  const v16i hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+  v16f r[16];
+  for (int i = 0; i < 16; ++i) std::memcpy(&r[i], rows + kRev[i] * kW, sizeof(v16f));
+  for (int k = 0; k < 8; ++k) r[k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo8) + __builtin_shuffle(r[2 * k], r[2 * k + 1], hi8);
+  for (int k = 0; k < 4; ++k) r[k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo4) + __builtin_shuffle(r[2 * k], r[2 * k + 1], hi4);
+  for (int k = 0; k < 2; ++k) r[k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo2) + __builtin_shuffle(r[2 * k], r[2 * k + 1], hi2);
+  r[0] = __builtin_shuffle(r[0], r[1], lo1) + __builtin_shuffle(r[0], r[1], hi1);
+  std::memcpy(out, &r[0], sizeof(v16f));
+}
+
+// Writes a chunk's lane-wise dB (or dC) accumulator acc[(t*N + n)*kW + j] (rows padded with
+// zeros to a multiple of 16) into the slice's group rows: row(g)[n*L + t0 + t].
+//   One group for the whole slice: tree-reduce the 16 lanes.  Otherwise (a single block whose
+//   lanes span groups): sum each group's run of lanes in lane order.
+inline void store_group_rows(const float* acc, int64_t T, int64_t N, int64_t L, int64_t t0, int64_t cpg,
+                             int64_t d0, int nl, int64_t g_first, int64_t g_last, float* rows) {
+  const int64_t nrows = T * N;
+  if (g_first == g_last) {
+    alignas(64) float sums[16];
+    for (int64_t r0 = 0; r0 < nrows; r0 += 16) {
+      lane_sums16(acc + r0 * kW, sums);
+      const int64_t rend = std::min<int64_t>(16, nrows - r0);
+      for (int64_t i = 0; i < rend; ++i) {
+        const int64_t r = r0 + i, t = r / N, n = r - t * N;
+        rows[n * L + t0 + t] = sums[i];
+      }
+    }
+    return;
+  }
+  for (int64_t g = g_first; g <= g_last; ++g) {
+    const int jlo = static_cast<int>(std::max<int64_t>(g * cpg, d0) - d0);
+    const int jhi = static_cast<int>(std::min<int64_t>((g + 1) * cpg, d0 + nl) - d0);
+    float* dst = rows + (g - g_first) * N * L + t0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* a = acc + (t * N + n) * kW;
+        float s = a[jlo];
+        for (int j = jlo + 1; j < jhi; ++j) s += a[j];
+        dst[n * L + t] = s;
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------
+struct FwdScratch {
+  Buf u, dt, z, y, B, C;
+};
+
+// One (batch element, block) task.  NS: N when known at compile time (0: runtime N <= 64).
+// kUni: every lane reads one B group and one C group (scalar broadcasts).
+template <int NS, bool kUni>
+void fwd_block(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int64_t blk, FwdScratch& w) {
+  const int64_t N = NS > 0 ? NS : p.N;
+  const int64_t L = p.L, dim = p.dim, nchunks = p.nchunks;
+  const int64_t d0 = pl.block_d0[blk];
+  const int nl = pl.block_nl[blk];
+  alignas(64) float a[(NS > 0 ? NS : kNMax) * kW];
+  alignas(64) float h[(NS > 0 ? NS : kNMax) * kW];
+  alignas(64) float Dv[kW], bias[kW];
+  load_lane_params(p, d0, nl, N, a, Dv, bias);
+  for (int64_t i = 0; i < N * kW; ++i) h[i] = 0.f;
+  float* ut = w.u.get(kT * kW);
+  float* dtt = w.dt.get(kT * kW);
+  float* yt = w.y.get(kT * kW);
+  float* zt = p.z.p != nullptr ? w.z.get(kT * kW) : nullptr;
+  float* Bb = w.B.get(kUni ? kT * N : kT * N * kW);
+  float* Cb = w.C.get(kUni ? kT * N : kT * N * kW);
+  const int64_t gB = d0 / p.B.cpg, gC = d0 / p.C.cpg;
+  int64_t bst = 0, cst = 0;
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t t0 = c * kT, T = std::min<int64_t>(kT, L - t0);
+    for (int j = 0; j < nl; ++j) {  // checkpoint: the state before step t0
+      float* dst = o.ckpt + ((b * dim + d0 + j) * nchunks + c) * N;
+      for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kW + j];
+    }
+    pack3(p.u, b, d0, nl, t0, T, ut);
+    pack3(p.delta, b, d0, nl, t0, T, dtt);
+    delta_transform(dtt, nullptr, bias, p.softplus, T);
+    if (c == 0 || p.B.sl != 0)
+      bst = kUni ? pack_bc_scalar(p.B, b, gB, N, t0, T, Bb) : pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
+    if (c == 0 || p.C.sl != 0)
+      cst = kUni ? pack_bc_scalar(p.C, b, gC, N, t0, T, Cb) : pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* u_ = ut + t * kW;
+      const float* d_ = dtt + t * kW;
+      alignas(64) float dtu[kW], y[kW];
+      HS3C_SIMD
+      for (int j = 0; j < kW; ++j) {
+        dtu[j] = d_[j] * u_[j];
+        y[j] = Dv[j] * u_[j];
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        float* hn = h + n * kW;
+        const float* an = a + n * kW;
+        if constexpr (kUni) {
+          const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
+          HS3C_SIMD
+          for (int j = 0; j < kW; ++j) {
+            hn[j] = hm::exp_f(d_[j] * an[j]) * hn[j] + dtu[j] * bn;
+            y[j] += cn * hn[j];
+          }
+        } else {
+          const float* bn = Bb + t * bst + n * kW;
+          const float* cn = Cb + t * cst + n * kW;
+          HS3C_SIMD
+          for (int j = 0; j < kW; ++j) {
+            hn[j] = hm::exp_f(d_[j] * an[j]) * hn[j] + dtu[j] * bn[j];
+            y[j] += cn[j] * hn[j];
+          }
+        }
+      }
+      float* yo = yt + t * kW;
+      HS3C_SIMD
+      for (int j = 0; j < kW; ++j) yo[j] = y[j];
+    }
+    if (zt != nullptr) {
+      pack3(p.z, b, d0, nl, t0, T, zt);
+      HS3C_SIMD
+      for (int64_t i = 0; i < T * kW; ++i) yt[i] *= hm::silu_f(zt[i]);
+    }
+    unpack3(o.out, dim, L, b, d0, nl, t0, T, yt);
+  }
+  for (int j = 0; j < nl; ++j) {
+    float* dst = o.last + (b * dim + d0 + j) * N;
+    for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kW + j];
+  }
+}
+
+template <bool kUni>
+void fwd_dispatch(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int64_t blk, FwdScratch& w) {
+  switch (p.N) {
+    case 1: fwd_block<1, kUni>(p, pl, o, b, blk, w); break;
+    case 4: fwd_block<4, kUni>(p, pl, o, b, blk, w); break;
+    case 8: fwd_block<8, kUni>(p, pl, o, b, blk, w); break;
+    case 16: fwd_block<16, kUni>(p, pl, o, b, blk, w); break;
+    default: fwd_block<0, kUni>(p, pl, o, b, blk, w); break;
+  }
+}
+
+inline void forward(const Problem& p, const Plan& pl, const FwdOut& o) {
+  const int64_t nb = pl.nblocks;
+  at::parallel_for(0, p.batch * nb, 1, [&](int64_t i0, int64_t i1) {
+    FwdScratch w;
+    for (int64_t i = i0; i < i1; ++i) {
+      if (pl.uniform) fwd_dispatch<true>(p, pl, o, i / nb, i % nb, w);
+      else fwd_dispatch<false>(p, pl, o, i / nb, i % nb, w);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------
+struct BwdScratch {
+  Buf g, dA, dD, db;                        // per block of the slice, kept across chunks
+  Buf u, dt, sg, z, go, y, du, dd, dz;      // chunk tiles (kT x kW)
+  Buf hs, dec, accB, accC, B, C;
+};
+
+// One (batch element, slice) task; see the file comment.
+template <int NS, bool kUni>
+void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int64_t s, BwdScratch& w) {
+  const int64_t N = NS > 0 ? NS : p.N;
+  const int64_t L = p.L, dim = p.dim, nchunks = p.nchunks;
+  const int64_t NW = N * kW;
+  const int64_t kb0 = pl.slice_begin[s], kb1 = pl.slice_begin[s + 1], K = kb1 - kb0;
+  const bool has_z = p.z.p != nullptr;
+
+  float* gst = w.g.get(K * NW);
+  float* dAst = w.dA.get(K * NW);
+  float* dDst = w.dD.get(K * kW);
+  float* dbst = w.db.get(K * kW);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t d0 = pl.block_d0[kb0 + k];
+    const int nl = pl.block_nl[kb0 + k];
+    for (int64_t n = 0; n < N; ++n)
+      for (int j = 0; j < kW; ++j)
+        gst[k * NW + n * kW + j] = (io.dlast != nullptr && j < nl) ? io.dlast[(b * dim + d0 + j) * N + n] : 0.f;
+  }
+  std::memset(dAst, 0, sizeof(float) * K * NW);
+  std::memset(dDst, 0, sizeof(float) * K * kW);
+  std::memset(dbst, 0, sizeof(float) * K * kW);
+
+  float* ut = w.u.get(kT * kW);
+  float* dtt = w.dt.get(kT * kW);
+  float* sgt = w.sg.get(kT * kW);
+  float* got = w.go.get(kT * kW);
+  float* yt = w.y.get(kT * kW);
+  float* dut = w.du.get(kT * kW);
+  float* ddt = w.dd.get(kT * kW);
+  float* zt = has_z ? w.z.get(kT * kW) : nullptr;
+  float* dzt = has_z ? w.dz.get(kT * kW) : nullptr;
+  float* hs = w.hs.get((kT + 1) * NW);   // hs[t] = state before step t of the chunk
+  float* dec = w.dec.get(kT * NW);       // exp(delta_t A)
+  const int64_t accRows = round16(kT * N);
+  float* accB = w.accB.get(accRows * kW);
+  float* accC = w.accC.get(accRows * kW);
+  float* Bb = w.B.get(kUni ? kT * N : kT * N * kW);
+  float* Cb = w.C.get(kUni ? kT * N : kT * N * kW);
+
+  // Channel range and groups of the slice, and its rows in the partial buffers.
+  const int64_t dfirst = pl.block_d0[kb0];
+  const int64_t dend = pl.block_d0[kb1 - 1] + pl.block_nl[kb1 - 1];
+  const int64_t gB0 = dfirst / p.B.cpg, gB1 = (dend - 1) / p.B.cpg;
+  const int64_t gC0 = dfirst / p.C.cpg, gC1 = (dend - 1) / p.C.cpg;
+  float* rowsB = io.dB_rows + (b * pl.nrowsB + pl.rowB[s]) * N * L;
+  float* rowsC = io.dC_rows + (b * pl.nrowsC + pl.rowC[s]) * N * L;
+
+  alignas(64) float a[(NS > 0 ? NS : kNMax) * kW];
+  alignas(64) float Dv[kW], bias[kW];
+  int64_t bst = 0, cst = 0;
+
+  for (int64_t c = nchunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * kT, T = std::min<int64_t>(kT, L - t0);
+    std::memset(accB, 0, sizeof(float) * accRows * kW);
+    std::memset(accC, 0, sizeof(float) * accRows * kW);
+    if constexpr (kUni) {
+      if (c == nchunks - 1 || p.B.sl != 0) bst = pack_bc_scalar(p.B, b, gB0, N, t0, T, Bb);
+      if (c == nchunks - 1 || p.C.sl != 0) cst = pack_bc_scalar(p.C, b, gC0, N, t0, T, Cb);
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t blk = kb0 + k;
+      const int64_t d0 = pl.block_d0[blk];
+      const int nl = pl.block_nl[blk];
+      load_lane_params(p, d0, nl, N, a, Dv, bias);
+      if constexpr (!kUni) {
+        if (K > 1 || c == nchunks - 1 || p.B.sl != 0) bst = pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
+        if (K > 1 || c == nchunks - 1 || p.C.sl != 0) cst = pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
+      }
+      pack3(p.u, b, d0, nl, t0, T, ut);
+      pack3(p.delta, b, d0, nl, t0, T, dtt);
+      delta_transform(dtt, sgt, bias, p.softplus, T);
+      pack3(io.dout, b, d0, nl, t0, T, got);
+      if (has_z) pack3(p.z, b, d0, nl, t0, T, zt);
+
+      // Recompute the chunk's states from the checkpoint (and the pre-gate output y).
+      for (int64_t n = 0; n < N; ++n)
+        for (int j = 0; j < kW; ++j)
+          hs[n * kW + j] = j < nl ? io.ckpt[((b * dim + d0 + j) * nchunks + c) * N + n] : 0.f;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* u_ = ut + t * kW;
+        const float* d_ = dtt + t * kW;
+        const float* hp = hs + t * NW;
+        float* hc = hs + (t + 1) * NW;
+        float* e_ = dec + t * NW;
+        alignas(64) float dtu[kW], y[kW];
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) {
+          dtu[j] = d_[j] * u_[j];
+          y[j] = Dv[j] * u_[j];
+        }
+        for (int64_t n = 0; n < N; ++n) {
+          const float* an = a + n * kW;
+          const float* hpn = hp + n * kW;
+          float* hcn = hc + n * kW;
+          float* en = e_ + n * kW;
+          if constexpr (kUni) {
+            const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
+            HS3C_SIMD
+            for (int j = 0; j < kW; ++j) {
+              const float e = hm::exp_f(d_[j] * an[j]);
+              en[j] = e;
+              hcn[j] = e * hpn[j] + dtu[j] * bn;
+              y[j] += cn * hcn[j];
+            }
+          } else {
+            const float* bn = Bb + t * bst + n * kW;
+            const float* cn = Cb + t * cst + n * kW;
+            HS3C_SIMD
+            for (int j = 0; j < kW; ++j) {
+              const float e = hm::exp_f(d_[j] * an[j]);
+              en[j] = e;
+              hcn[j] = e * hpn[j] + dtu[j] * bn[j];
+              y[j] += cn[j] * hcn[j];
+            }
+          }
+        }
+        float* yo = yt + t * kW;
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) yo[j] = y[j];
+      }
+
+      // Adjoint recurrence backwards through the chunk.  g holds dL/dh_t without step t's own
+      // output term on entry to step t.
+      float* g = gst + k * NW;
+      float* dAk = dAst + k * NW;
+      float* dDk = dDst + k * kW;
+      float* dbk = dbst + k * kW;
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const float* u_ = ut + t * kW;
+        const float* d_ = dtt + t * kW;
+        const float* go_ = got + t * kW;
+        const float* hp = hs + t * NW;
+        const float* hc = hs + (t + 1) * NW;
+        const float* e_ = dec + t * NW;
+        alignas(64) float dy[kW], duv[kW], ddv[kW];
+        if (has_z) {
+          const float* z_ = zt + t * kW;
+          const float* y_ = yt + t * kW;
+          float* dz_ = dzt + t * kW;
+          HS3C_SIMD
+          for (int j = 0; j < kW; ++j) {
+            dz_[j] = go_[j] * y_[j] * hm::silu_grad_f(z_[j]);
+            dy[j] = go_[j] * hm::silu_f(z_[j]);
+          }
+        } else {
+          HS3C_SIMD
+          for (int j = 0; j < kW; ++j) dy[j] = go_[j];
+        }
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) {
+          dDk[j] += dy[j] * u_[j];
+          duv[j] = dy[j] * Dv[j];
+          ddv[j] = 0.f;
+        }
+        for (int64_t n = 0; n < N; ++n) {
+          const float* an = a + n * kW;
+          const float* hpn = hp + n * kW;
+          const float* hcn = hc + n * kW;
+          const float* en = e_ + n * kW;
+          float* gn = g + n * kW;
+          float* dAn = dAk + n * kW;
+          float* aB = accB + (t * N + n) * kW;
+          float* aC = accC + (t * N + n) * kW;
+          if constexpr (kUni) {
+            const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
+            HS3C_SIMD
+            for (int j = 0; j < kW; ++j) {
+              const float gv = gn[j] + dy[j] * cn;        // dL/dh_t
+              aC[j] += dy[j] * hcn[j];
+              const float gdt = gv * d_[j];
+              aB[j] += gdt * u_[j];
+              duv[j] += gdt * bn;
+              const float geh = gv * en[j] * hpn[j];
+              ddv[j] += gv * bn * u_[j] + geh * an[j];
+              dAn[j] += geh * d_[j];
+              gn[j] = gv * en[j];                          // part of dL/dh_{t-1}
+            }
+          } else {
+            const float* bn = Bb + t * bst + n * kW;
+            const float* cn = Cb + t * cst + n * kW;
+            HS3C_SIMD
+            for (int j = 0; j < kW; ++j) {
+              const float gv = gn[j] + dy[j] * cn[j];
+              aC[j] += dy[j] * hcn[j];
+              const float gdt = gv * d_[j];
+              aB[j] += gdt * u_[j];
+              duv[j] += gdt * bn[j];
+              const float geh = gv * en[j] * hpn[j];
+              ddv[j] += gv * bn[j] * u_[j] + geh * an[j];
+              dAn[j] += geh * d_[j];
+              gn[j] = gv * en[j];
+            }
+          }
+        }
+        const float* sg_ = sgt + t * kW;
+        float* du_ = dut + t * kW;
+        float* dd_ = ddt + t * kW;
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) {
+          const float dd = ddv[j] * sg_[j];
+          dbk[j] += dd;
+          dd_[j] = dd;
+          du_[j] = duv[j];
+        }
+      }
+      unpack3(io.du, dim, L, b, d0, nl, t0, T, dut);
+      unpack3(io.ddelta, dim, L, b, d0, nl, t0, T, ddt);
+      if (has_z) unpack3(io.dz, dim, L, b, d0, nl, t0, T, dzt);
+    }
+    const int64_t bd0 = pl.block_d0[kb0];
+    const int bnl = pl.block_nl[kb0];
+    store_group_rows(accB, T, N, L, t0, p.B.cpg, bd0, bnl, gB0, gB1, rowsB);
+    store_group_rows(accC, T, N, L, t0, p.C.cpg, bd0, bnl, gC0, gC1, rowsC);
+  }
+
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t d0 = pl.block_d0[kb0 + k];
+    const int nl = pl.block_nl[kb0 + k];
+    for (int j = 0; j < nl; ++j) {
+      const int64_t bd = b * dim + d0 + j;
+      for (int64_t n = 0; n < N; ++n) io.dA_part[bd * N + n] = dAst[k * NW + n * kW + j];
+      io.dD_part[bd] = dDst[k * kW + j];
+      io.dbias_part[bd] = dbst[k * kW + j];
+    }
+  }
+}
+
+template <bool kUni>
+void bwd_dispatch(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int64_t s, BwdScratch& w) {
+  switch (p.N) {
+    case 1: bwd_slice<1, kUni>(p, pl, io, b, s, w); break;
+    case 4: bwd_slice<4, kUni>(p, pl, io, b, s, w); break;
+    case 8: bwd_slice<8, kUni>(p, pl, io, b, s, w); break;
+    case 16: bwd_slice<16, kUni>(p, pl, io, b, s, w); break;
+    default: bwd_slice<0, kUni>(p, pl, io, b, s, w); break;
+  }
+}
+
+inline void backward(const Problem& p, const Plan& pl, const BwdIO& io) {
+  const int64_t ns = pl.nslices;
+  at::parallel_for(0, p.batch * ns, 1, [&](int64_t i0, int64_t i1) {
+    BwdScratch w;
+    for (int64_t i = i0; i < i1; ++i) {
+      if (pl.uniform) bwd_dispatch<true>(p, pl, io, i / ns, i % ns, w);
+      else bwd_dispatch<false>(p, pl, io, i / ns, i % ns, w);
+    }
+  });
+}
+
+}  // namespace HS3C_SS_ISA
+}  // namespace cpu
+}  // namespace hands3c
