@@ -83,7 +83,8 @@ def _fwd_direction(
     u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, acc_ptr, y_ptr, ck_ptr, hend_ptr, sdl_ptr,
     b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
     K: tl.constexpr, FAM: tl.constexpr, REV: tl.constexpr, LOCAL: tl.constexpr, HAS_INIT: tl.constexpr,
-    ACC: tl.constexpr, R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr,
+    ACC: tl.constexpr, STORE_CK: tl.constexpr, R: tl.constexpr, N: tl.constexpr, S: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """Scan one direction over chunk c for channels d (see the module docstring).
 
@@ -126,7 +127,7 @@ def _fwd_direction(
         dBx = (dl * x)[:, :, None] * Bt[:, None, :]
         if LOCAL:
             sdl += tl.sum(dl, axis=0)
-        else:
+        elif STORE_CK:  # only when a backward will need them
             tl.store(ck_base + j * N, h, mask=m_dn)
         pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine, reverse=REV)
         hs = hb + pa * h[None, :, :]
@@ -160,7 +161,7 @@ def cs_fwd_chunk_kernel(
     b = tl.program_id(2)
     _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, hend_ptr, hend_ptr, hend_ptr,
                    hend_ptr, sdl_ptr, b, c, d, d < D, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   K, K % 2, K >= 2, True, False, False, R, N, S, NP)
+                   K, K % 2, K >= 2, True, False, False, False, R, N, S, NP)
 
 
 @triton.jit
@@ -190,7 +191,7 @@ def cs_fwd_combine_kernel(alog_ptr, hend_ptr, sdl_ptr, ck_ptr, D, N, n_tiles, tp
 def cs_fwd_kernel(
     u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr,
     L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-    FAM: tl.constexpr, HAS_INIT: tl.constexpr,
+    FAM: tl.constexpr, HAS_INIT: tl.constexpr, STORE_CK: tl.constexpr,
     R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
 ):
     """Forward pass 3 for family FAM: directions FAM then FAM+2 over the same positions.
@@ -203,12 +204,12 @@ def cs_fwd_kernel(
     dmask = d < D
     _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
                    b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   FAM, FAM, False, False, HAS_INIT, FAM == 1, R, N, S, NP)
+                   FAM, FAM, False, False, HAS_INIT, FAM == 1, STORE_CK, R, N, S, NP)
     # the reversed direction adds to rows this program just wrote (possibly other threads)
     tl.debug_barrier()
     _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
                    b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   FAM + 2, FAM, True, False, HAS_INIT, True, R, N, S, NP)
+                   FAM + 2, FAM, True, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
 
 
 @triton.jit

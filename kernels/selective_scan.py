@@ -94,7 +94,7 @@ def ss_fwd_kernel(
     s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl,
     s_bb, s_bg, s_bn, s_bl, s_cb, s_cg, s_cn, s_cl,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
-    PER_CH: tl.constexpr, LOCAL: tl.constexpr, HAS_INIT: tl.constexpr,
+    PER_CH: tl.constexpr, LOCAL: tl.constexpr, HAS_INIT: tl.constexpr, STORE_CK: tl.constexpr,
     S: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
 ):
     """Scan chunk ``program_id(1)`` of batch ``program_id(2)`` for a channel block.
@@ -102,7 +102,7 @@ def ss_fwd_kernel(
     LOCAL=True (pass 1): from a zero state; writes the chunk's end state ``hend`` and
     the sum of its deltas ``sdl``.  LOCAL=False (pass 3): from the chunk's true initial
     state (``ck`` at the chunk's first tile, written by pass 2, when HAS_INIT) writing
-    the output, the checkpoint of every tile and, for the last chunk, ``last``.
+    the output, the checkpoint of every tile (STORE_CK) and, for the last chunk, ``last``.
     """
     blk = tl.program_id(0)
     c = tl.program_id(1)
@@ -136,7 +136,7 @@ def ss_fwd_kernel(
         dBx = (dl * x)[:, :, None] * Bt
         if LOCAL:
             sdl += tl.sum(dl, axis=0)
-        else:
+        elif STORE_CK:  # only when a backward will need them
             tl.store(ck_base + j * N, h, mask=m_dn)
         pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine)
         hs = hb + pa * h[None, :, :]

@@ -255,6 +255,26 @@ def test_cross_scan_matches_cpu_backend():
         assert_close(got, want, *du_tol(torch.float32), "grad vs cpu")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("chunk_tiles", [1, 0])
+def test_inference_forward_skips_checkpoints(device, chunk_tiles):
+    """Under no_grad no checkpoint is stored (need_ck=False) and the outputs are unchanged,
+    with several chunks (checkpoint buffer used as scratch) and with one."""
+    ss = _ss_inputs(device, 1, 3, 11, 4, "g1", True, True, True, torch.float32, seed=8)
+    cs = _cs_inputs(device, 1, 3, 2, 5, 4, 2, "contig", seed=9)
+    cfg = dict(tile=4, chunk_tiles=chunk_tiles, block_d=4)
+    with _plan(device, cfg):
+        out, last = selective_scan_fn(*ss, delta_softplus=True, return_last_state=True, backend="triton")
+        y = cross_scan_selective_scan(*cs, backend="triton")
+        with torch.no_grad():
+            out_i, last_i = selective_scan_fn(*ss, delta_softplus=True, return_last_state=True, backend="triton")
+            y_i = cross_scan_selective_scan(*cs, backend="triton")
+            ck_ss = torch.ops.hands3c.selective_scan_fwd_triton(*ss, True, 4, chunk_tiles, 4, False)[2]
+            ck_cs = torch.ops.hands3c.cross_scan_fwd_triton(*cs, 4, chunk_tiles, 4, False)[2]
+    assert torch.equal(out, out_i) and torch.equal(last, last_i) and torch.equal(y, y_i)
+    assert ck_ss.numel() == 0 and ck_cs.numel() == 0
+
+
 # =========================================================================================
 # s3c_merge
 # =========================================================================================
@@ -325,15 +345,15 @@ def _opcheck_cases(device):
     mg = _merge_inputs(device, (2, 5, 3), (0, 2, 1), torch.float32, seed=13)
     ops = torch.ops.hands3c
     with torch.no_grad():
-        out, last, ck = ops.selective_scan_fwd_triton(*ss, True, 4, 1, 2)
-        y, dbl, cck = ops.cross_scan_fwd_triton(*cs, 4, 1, 2)
+        out, last, ck = ops.selective_scan_fwd_triton(*ss, True, 4, 1, 2, True)
+        y, dbl, cck = ops.cross_scan_fwd_triton(*cs, 4, 1, 2, True)
         mo, mean, rstd = ops.s3c_merge_fwd_triton(*mg, 1e-5)
     nog = lambda ts: [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]  # noqa: E731
     return {
-        "selective_scan_fwd_triton": (ops.selective_scan_fwd_triton.default, (*ss, True, 4, 1, 2)),
+        "selective_scan_fwd_triton": (ops.selective_scan_fwd_triton.default, (*ss, True, 4, 1, 2, True)),
         "selective_scan_bwd_triton": (ops.selective_scan_bwd_triton.default,
                                       (torch.randn_like(out), torch.randn_like(last), *nog(ss), True, ck, 4, 1, 2, 1)),
-        "cross_scan_fwd_triton": (ops.cross_scan_fwd_triton.default, (*cs, 4, 1, 2)),
+        "cross_scan_fwd_triton": (ops.cross_scan_fwd_triton.default, (*cs, 4, 1, 2, True)),
         "cross_scan_bwd_triton": (ops.cross_scan_bwd_triton.default,
                                   (torch.randn_like(y), *nog(cs), dbl, cck, 4, 1, 2, 1)),
         "s3c_merge_fwd_triton": (ops.s3c_merge_fwd_triton.default, (*mg, 1e-5)),

@@ -198,20 +198,25 @@ def _ss_strides(u, delta, z, B, C):
     return (*u.stride(), *delta.stride(), *zz.stride(), *B.stride(), *C.stride())
 
 
-def _ss_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d):
+def _ss_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d, need_ck):
     batch, dim, L = u.shape
     N = A.shape[1]
     f32 = torch.float32
-    return (_contig(u), u.new_empty((batch, dim, N), dtype=f32),
-            u.new_empty((batch, dim, _cdiv(L, tile), N), dtype=f32))
+    ck_shape = (batch, dim, _cdiv(L, tile), N) if need_ck else (0,)
+    return _contig(u), u.new_empty((batch, dim, N), dtype=f32), u.new_empty(ck_shape, dtype=f32)
 
 
 @_op("hands3c::selective_scan_fwd_triton", _ss_fwd_fake)
 def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                               z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                              tile: int, chunk_tiles: int, block_d: int) -> Tuple[Tensor, Tensor, Tensor]:
+                              tile: int, chunk_tiles: int, block_d: int,
+                              need_ck: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """-> (out (batch, dim, L) u.dtype, last_state (batch, dim, N) f32,
-    checkpoints (batch, dim, ceil(L/tile), N) f32: the state entering every tile)."""
+    checkpoints (batch, dim, ceil(L/tile), N) f32: the state entering every tile).
+
+    ``need_ck=False`` (no backward will run) skips the checkpoint stores and returns an
+    empty checkpoint tensor.
+    """
     batch, dim, L = u.shape
     N = A.shape[1]
     G = B.shape[1]
@@ -224,7 +229,8 @@ def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     tpc, nC = _plan_chunks(n_tiles, batch * _cdiv(dim, 16), dev, chunk_tiles)
     out = _new((batch, dim, L), u.dtype, dev)
     last = _new((batch, dim, N), torch.float32, dev)
-    ck = _new((batch, dim, n_tiles, N), torch.float32, dev)
+    # without need_ck, chunked runs still pass chunk-start states through ck (scratch)
+    ck = _new((batch, dim, n_tiles, N), torch.float32, dev) if need_ck or nC > 1 else _new((0,), torch.float32, dev)
     Dt = D if D is not None else A
     zt = z if z is not None else u
     dbt = delta_bias if delta_bias is not None else A
@@ -241,7 +247,7 @@ def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
         sdl = _new((batch, dim, nC), torch.float32, dev)
         _launch_fwd(_ssk.ss_fwd_kernel, _ss_fwd_tuned, grid, block_d,
                     u, delta, A, B, C, Dt, zt, dbt, out, ck, last, hend, sdl,
-                    L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=True, HAS_INIT=False, **flags)
+                    L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=True, HAS_INIT=False, STORE_CK=False, **flags)
         bdc = 16
         wrap_triton(_ssk.ss_fwd_combine_kernel)[(_cdiv(dim, bdc), batch)](
             A, hend, sdl, ck, dim, N, n_tiles, tpc, nC, BD=bdc, NP=NP)
@@ -249,8 +255,9 @@ def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
         hend, sdl = ck, ck  # unused
     _launch_fwd(_ssk.ss_fwd_kernel, _ss_fwd_tuned, grid, block_d,
                 u, delta, A, B, C, Dt, zt, dbt, out, ck, last, hend, sdl,
-                L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=False, HAS_INIT=nC > 1, **flags)
-    return out, last, ck
+                L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=False, HAS_INIT=nC > 1, STORE_CK=need_ck,
+                **flags)
+    return out, last, (ck if need_ck else _new((0,), torch.float32, dev))
 
 
 def _ss_bwd_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
@@ -341,8 +348,19 @@ def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, 
     return [du, ddelta, dA, dB, dC, dD, dz, ddb]
 
 
+def _need_ck(*tensors) -> bool:
+    """Checkpoints are only worth writing when autograd will run a backward."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _check_ck(ck: Tensor, op: str) -> None:
+    if ck.numel() == 0:
+        raise RuntimeError(f"{op}: backward needs the forward's checkpoints, but the forward ran with "
+                           "need_ck=False (no input required grad when it ran)")
+
+
 def _ss_setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d, need_ck = inputs
     ctx.plan = (bool(delta_softplus), tile, chunk_tiles, block_d, _CONFIG["bwd_sub"])
     ctx.has = (D is not None, z is not None, delta_bias is not None)
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
@@ -351,6 +369,7 @@ def _ss_setup_context(ctx, inputs, output):
 def _ss_backward(ctx, dout, dlast, _dck):
     u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
     softplus, tile, chunk_tiles, block_d, bwd_sub = ctx.plan
+    _check_ck(ck, "selective_scan")
     if dout is None:
         dout = torch.zeros_like(u)
     if dlast is not None:
@@ -360,7 +379,7 @@ def _ss_backward(ctx, dout, dlast, _dck):
         tile, chunk_tiles, block_d, bwd_sub)
     has_d, has_z, has_db = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_d else None, dz if has_z else None, ddb if has_db else None,
-            None, None, None, None)
+            None, None, None, None, None)
 
 
 selective_scan_fwd_triton.register_autograd(_ss_backward, setup_context=_ss_setup_context)
@@ -370,7 +389,8 @@ def selective_scan(u, delta, A, Bc, Cc, D, z, delta_bias, delta_softplus: bool):
     """Entry used by :func:`handS3C.ops.selective_scan_fn` (Bc/Cc canonical 4-D views)."""
     out, last, _ = torch.ops.hands3c.selective_scan_fwd_triton(
         u, delta, A, Bc, Cc, D, z, delta_bias, bool(delta_softplus),
-        _tile(u.shape[2]), _CONFIG["chunk_tiles"], _CONFIG["block_d"])
+        _tile(u.shape[2]), _CONFIG["chunk_tiles"], _CONFIG["block_d"],
+        _need_ck(u, delta, A, Bc, Cc, D, z, delta_bias))
     return out, last
 
 
@@ -392,21 +412,24 @@ def _cs_dims(u, dt_projs_weight, A_logs):
     return Bn, D, P, Q, P * Q, R, N
 
 
-def _cs_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles, block_d):
+def _cs_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles, block_d,
+                 need_ck):
     Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
     f32 = torch.float32
+    ck_shape = (Bn, 4, D, _cdiv(L, tile), N) if need_ck else (0,)
     return (u.new_empty((Bn, D, P, Q), dtype=f32), u.new_empty((Bn, L, 4, R + 2 * N), dtype=f32),
-            u.new_empty((Bn, 4, D, _cdiv(L, tile), N), dtype=f32))
+            u.new_empty(ck_shape, dtype=f32))
 
 
 @_op("hands3c::cross_scan_fwd_triton", _cs_fwd_fake)
 def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
                           A_logs: Tensor, Ds: Tensor, tile: int, chunk_tiles: int,
-                          block_d: int) -> Tuple[Tensor, Tensor, Tensor]:
+                          block_d: int, need_ck: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """-> (y (B, D, P, Q) f32, dbl (B, L, 4, R+2N) f32, checkpoints (B, 4, D, ceil(L/tile), N) f32).
 
     ``u`` float32 with any strides; ``dbl`` is the per-position projection (kept for the
-    backward), ``checkpoints`` the state entering every tile of every direction.
+    backward), ``checkpoints`` the state entering every tile of every direction (empty
+    when ``need_ck=False``: no backward will run, the stores are skipped).
     """
     Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
     CW = R + 2 * N
@@ -422,7 +445,7 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     u3 = u.reshape(Bn, D, L)
     dbl = torch.matmul(u3.transpose(1, 2), xw.reshape(4 * CW, D).t()).reshape(Bn, L, 4, CW)
     tpc, nC = _plan_chunks(n_tiles, Bn * _cdiv(D, 16), dev, chunk_tiles)
-    ck = _new((Bn, 4, D, n_tiles, N), f32, dev)
+    ck = _new((Bn, 4, D, n_tiles, N), f32, dev) if need_ck or nC > 1 else _new((0,), f32, dev)
     y0 = _new((Bn, D, P, Q), f32, dev)
     y = _new((Bn, D, P, Q), f32, dev)
     su = u.stride()
@@ -443,8 +466,8 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     for fam, out in ((0, y0), (1, y)):
         _launch_fwd(_csk.cs_fwd_kernel, _cs_fwd_tuned, grid, block_d,
                     u, dbl, wdt, bias, alog, ds, y0, out, ck, L, P, Q, D, n_tiles, tpc, nC, *su,
-                    FAM=fam, HAS_INIT=nC > 1, **consts)
-    return y, dbl, ck
+                    FAM=fam, HAS_INIT=nC > 1, STORE_CK=need_ck, **consts)
+    return y, dbl, (ck if need_ck else _new((0,), f32, dev))
 
 
 def _cs_bwd_fake(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints,
@@ -511,7 +534,7 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
 
 
 def _cs_setup_context(ctx, inputs, output):
-    u, xw, wdt, bias, alog, ds, tile, chunk_tiles, block_d = inputs
+    u, xw, wdt, bias, alog, ds, tile, chunk_tiles, block_d, need_ck = inputs
     ctx.plan = (tile, chunk_tiles, block_d, _CONFIG["bwd_sub"])
     ctx.save_for_backward(u, xw, wdt, bias, alog, ds, output[1], output[2])
 
@@ -519,9 +542,10 @@ def _cs_setup_context(ctx, inputs, output):
 def _cs_backward(ctx, dy, _ddbl, _dck):
     u, xw, wdt, bias, alog, ds, dbl, ck = ctx.saved_tensors
     tile, chunk_tiles, block_d, bwd_sub = ctx.plan
+    _check_ck(ck, "cross_scan_selective_scan")
     grads = torch.ops.hands3c.cross_scan_bwd_triton(dy.contiguous(), u, xw, wdt, bias, alog, ds, dbl, ck,
                                                     tile, chunk_tiles, block_d, bwd_sub)
-    return (*grads, None, None, None)
+    return (*grads, None, None, None, None)
 
 
 cross_scan_fwd_triton.register_autograd(_cs_backward, setup_context=_cs_setup_context)
@@ -532,7 +556,8 @@ def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, 
     L = u.shape[2] * u.shape[3]
     y, _, _ = torch.ops.hands3c.cross_scan_fwd_triton(
         u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-        _tile(L), _CONFIG["chunk_tiles"], _CONFIG["block_d"])
+        _tile(L), _CONFIG["chunk_tiles"], _CONFIG["block_d"],
+        _need_ck(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds))
     return y
 
 
