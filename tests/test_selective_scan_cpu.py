@@ -1,0 +1,406 @@
+"""selective_scan_fn: the C++ kernels against the float64 reference and mamba-ssm's selective_scan_ref.
+
+Outputs and every gradient (u, delta, A, B, C, D, z, delta_bias, and through last_state) are
+compared with SPEC §4 tolerances.  The same parametrisation runs the "cuda" backend on a GPU;
+those cases skip with the reason given in conftest.py when no GPU is present.
+
+Weight gradients (dA, dD, d(delta_bias), and dB/dC of the input-independent (dim, N) form) are
+sums over the batch and all positions; like the other kernel tests they are compared relative to
+their largest element (max(1, max|ref|)), so float32 summation noise in a large sum is not
+mistaken for an error on its smallest terms.
+"""
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import devices_for_test
+from handS3C import ops, reference
+from tolerances import TOL, assert_close, dA_tol, ddelta_tol, du_tol, out_tol, weight_tol
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+
+
+def _never_zero(t):
+    """Push values away from 0 (SPEC §4: never test on zeros)."""
+    return t + 0.1 * torch.where(t >= 0, 1.0, -1.0)
+
+
+def make_inputs(batch, dim, L, N, dtype=F32, bform="var", G=1, has_D=True, has_z=True, has_bias=True,
+                softplus=True, seed=0, bc_dtype=None):
+    """Random never-zero inputs.  bform: "const" (dim, N), "var" (batch, N, L), "group" (batch, G, N, L),
+    or "mixed" (B const, C grouped)."""
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: _never_zero(torch.randn(*s, generator=g))
+    u = rn(batch, dim, L).to(dtype)
+    if softplus:
+        delta = (0.5 * torch.randn(batch, dim, L, generator=g) - 0.5).to(dtype)
+    else:
+        delta = (0.5 * torch.rand(batch, dim, L, generator=g) + 0.05).to(dtype)
+    A = -(0.1 + 0.9 * torch.rand(dim, N, generator=g))
+    bc_dtype = bc_dtype or (F32 if bform == "const" else dtype)
+    if bform == "const":
+        B, C = rn(dim, N), rn(dim, N)
+    elif bform == "var":
+        B, C = rn(batch, N, L), rn(batch, N, L)
+    elif bform == "group":
+        B, C = rn(batch, G, N, L), rn(batch, G, N, L)
+    elif bform == "mixed":
+        B, C = rn(dim, N), rn(batch, G, N, L)
+    else:
+        raise ValueError(bform)
+    B, C = B.to(bc_dtype), C.to(bc_dtype)
+    D = rn(dim) if has_D else None
+    z = rn(batch, dim, L).to(dtype) if has_z else None
+    bias = (0.1 + 0.3 * torch.rand(dim, generator=g)) if has_bias else None
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias, delta_softplus=softplus)
+
+
+def _leaves(inputs, device, dtype_map=lambda t: t):
+    out = {}
+    for k, v in inputs.items():
+        out[k] = dtype_map(v).detach().clone().to(device).requires_grad_(True) if isinstance(v, torch.Tensor) else v
+    return out
+
+
+def _grads(outs, cots, leaves):
+    ts = [leaves[n] for n in NAMES if leaves.get(n) is not None]
+    loss = sum((o * c).sum() for o, c in zip(outs, cots))
+    grads = torch.autograd.grad(loss, ts, allow_unused=True)
+    return {n: g for n, g in zip([n for n in NAMES if leaves.get(n) is not None], grads) if g is not None}
+
+
+def _grad_tols(inputs, name):
+    dtype, has_z = inputs["u"].dtype, inputs["z"] is not None
+    if name == "u":
+        return du_tol(dtype)
+    if name == "z":
+        return du_tol(dtype)
+    if name == "delta":
+        return ddelta_tol(dtype)
+    if name == "A":
+        return dA_tol(dtype, has_z)
+    if name in ("B", "C") and inputs[name].dtype != F32:
+        return TOL[inputs[name].dtype]  # input-dependent B/C in low precision: the input tolerance
+    return weight_tol(dtype, has_z)
+
+
+def _is_sum(inputs, name):
+    """Gradients that are sums over the batch and every position."""
+    return name in ("A", "D", "delta_bias") or (name in ("B", "C") and inputs[name].dim() == 2)
+
+
+def run_case(inputs, backend="cpu", device="cpu", last=False, seed=1, against_mamba=False):
+    """Forward + backward of selective_scan_fn against the float64 reference (and optionally
+    against mamba-ssm's selective_scan_ref in the same dtype); returns the kernel's results."""
+    leaves = _leaves(inputs, device)
+    res = ops.selective_scan_fn(**leaves, return_last_state=last, backend=backend)
+    outs = list(res) if last else [res]
+    out = outs[0]
+    assert out.dtype == inputs["u"].dtype and out.shape == inputs["u"].shape and out.is_contiguous()
+    if last:
+        assert outs[1].dtype == F32 and outs[1].shape == (*inputs["u"].shape[:2], inputs["A"].shape[1])
+    gen = torch.Generator().manual_seed(seed)
+    cots = [torch.randn(o.shape, generator=gen).to(o.dtype) for o in outs]
+    grads = _grads(outs, [c.to(device) for c in cots], leaves)
+
+    if against_mamba:
+        ref_leaves = _leaves(inputs, "cpu")
+        ref_res = reference.mamba_selective_scan_ref()(**ref_leaves, return_last_state=last)
+        what = "mamba"
+    else:
+        ref_leaves = _leaves(inputs, "cpu", lambda t: t.double())
+        ref_res = reference.selective_scan_ref64(**ref_leaves, return_last_state=last)
+        what = "ref64"
+    ref_outs = list(ref_res) if last else [ref_res]
+    ref_grads = _grads(ref_outs, [c.to(ref_outs[0].dtype) for c in cots], ref_leaves)
+
+    r, a = out_tol(inputs["u"].dtype)
+    assert_close(out, ref_outs[0], r, a, f"out vs {what}")
+    if last:
+        assert_close(outs[1], ref_outs[1], *out_tol(F32), f"last_state vs {what}")
+    for name, got in grads.items():
+        want = ref_grads[name]
+        assert got.dtype == inputs[name].dtype and got.shape == inputs[name].shape, name
+        rt, at = _grad_tols(inputs, name)
+        scale = max(1.0, want.abs().max().item()) if _is_sum(inputs, name) else 1.0
+        assert_close(got / scale, want / scale, rt, at, f"d{name} vs {what}")
+    return outs, grads
+
+
+# (batch, dim, L, N, dtype, bform, G, D, z, bias, softplus, last_state)
+CASES = [
+    (1, 1, 1, 1, F32, "var", 1, True, True, True, True, True),
+    (3, 3, 7, 4, F32, "const", 1, False, False, False, False, False),
+    (1, 17, 65, 16, F32, "var", 1, True, True, True, True, True),
+    (3, 17, 65, 4, F32, "group", 1, True, False, True, True, False),
+    (3, 64, 65, 16, F32, "group", 4, True, True, False, True, True),     # one 16-lane block per group
+    (1, 64, 256, 16, F32, "var", 1, True, False, True, True, True),      # 4 slices of one group
+    (1, 64, 65, 8, F32, "group", 8, False, True, True, True, False),     # groups of 8: blocks span groups
+    (3, 64, 65, 4, F32, "group", 2, True, True, True, False, True),      # groups of 32 channels
+    (1, 17, 65, 5, F32, "mixed", 1, True, True, True, True, True),       # B (dim,N), C grouped: generic N
+    (1, 3, 65, 64, F32, "var", 1, True, True, True, True, True),         # N = 64
+    (3, 3, 256, 16, F32, "const", 1, True, True, True, True, True),
+    (1, 17, 1024, 16, F32, "var", 1, True, True, True, True, True),
+    (1, 3, 4096, 4, F32, "var", 1, True, False, True, True, True),
+    (3, 17, 65, 16, BF16, "var", 1, True, True, True, True, True),
+    (1, 64, 65, 4, BF16, "group", 4, True, False, True, False, False),
+    (1, 3, 256, 5, BF16, "const", 1, True, True, True, True, True),
+    (3, 17, 65, 16, F16, "var", 1, True, True, True, True, True),
+    (1, 64, 7, 1, F16, "group", 2, False, True, False, True, True),
+    (1, 3, 1024, 16, F16, "const", 1, True, True, True, True, False),
+]
+
+
+def _case_id(c):
+    b, d, L, N, dt, bf, G, hD, hz, hb, sp, last = c
+    flags = "".join(f for f, on in zip(("D", "z", "b", "s", "l"), (hD, hz, hb, sp, last)) if on)
+    return f"b{b}_d{d}_L{L}_N{N}_{str(dt)[6:]}_{bf}{G if bf in ('group', 'mixed') else ''}_{flags or 'none'}"
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_matches_float64_reference(device, case):
+    b, d, L, N, dt, bf, G, hD, hz, hb, sp, last = case
+    inputs = make_inputs(b, d, L, N, dt, bf, G, hD, hz, hb, sp, seed=L + d + N)
+    run_case(inputs, backend="cpu" if device == "cpu" else "cuda", device=device, last=last)
+
+
+# mamba-ssm's autograd costs O(L^2) (SPEC §5): small L only.
+MAMBA_CASES = [
+    (1, 3, 7, 4, F32, "var", 1, True, True, True, True, True),
+    (3, 17, 40, 16, F32, "group", 1, True, False, True, True, False),
+    (1, 64, 33, 16, F32, "const", 1, True, True, True, True, True),
+    (2, 64, 20, 4, F32, "group", 4, False, True, False, False, True),
+    (2, 17, 33, 16, BF16, "var", 1, True, True, True, True, False),
+    (2, 17, 33, 4, F16, "var", 1, True, True, True, True, True),
+]
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("case", MAMBA_CASES, ids=_case_id)
+def test_matches_mamba_selective_scan_ref(device, case):
+    b, d, L, N, dt, bf, G, hD, hz, hb, sp, last = case
+    inputs = make_inputs(b, d, L, N, dt, bf, G, hD, hz, hb, sp, seed=7 * L + d)
+    run_case(inputs, backend="cpu" if device == "cpu" else "cuda", device=device, last=last, against_mamba=True)
+
+
+def test_gradient_through_last_state_only():
+    """A loss on last_state alone seeds the adjoint at the end of the sequence."""
+    inputs = make_inputs(2, 17, 130, 16, seed=3)
+    leaves = _leaves(inputs, "cpu")
+    _, last = ops.selective_scan_fn(**leaves, return_last_state=True, backend="cpu")
+    ref_leaves = _leaves(inputs, "cpu", lambda t: t.double())
+    _, ref_last = reference.selective_scan_ref64(**ref_leaves, return_last_state=True)
+    w = torch.randn(last.shape, generator=torch.Generator().manual_seed(4))
+    got = _grads([last], [w], leaves)
+    want = _grads([ref_last], [w.double()], ref_leaves)
+    for name in ("C", "D", "z"):  # they only enter the output, not the state
+        assert name not in want
+        assert torch.all(got.pop(name) == 0), f"d{name} must be zero for a loss on last_state"
+    assert set(got) == set(want)
+    for name in got:
+        scale = max(1.0, want[name].abs().max().item())
+        assert_close(got[name] / scale, want[name] / scale, *_grad_tols(inputs, name), f"d{name}")
+
+
+def test_strided_inputs():
+    """Non-contiguous u/delta/z (channel-contiguous storage) and strided B/C give the same results."""
+    inputs = make_inputs(2, 20, 70, 8, bform="group", G=2, seed=5)
+    strided = dict(inputs)
+    for k in ("u", "delta", "z"):
+        strided[k] = inputs[k].transpose(1, 2).contiguous().transpose(1, 2)
+        assert not strided[k].is_contiguous()
+    for k in ("B", "C"):
+        base = torch.zeros(*inputs[k].shape[:3], 2 * inputs[k].shape[3])
+        strided[k] = base[..., ::2]
+        strided[k].copy_(inputs[k])
+    a = ops.selective_scan_fn(**inputs, backend="cpu")
+    b = ops.selective_scan_fn(**strided, backend="cpu")
+    assert torch.equal(a, b)
+    run_case(strided)
+
+
+def test_backward_op_outputs():
+    """Raw selective_scan_bwd: shapes and dtypes of its results, including the empty gradients of
+    absent inputs and the full-size dB/dC of 0-stride expanded B/C."""
+    inputs = make_inputs(2, 5, 70, 4, bform="const", has_D=False, has_z=False, has_bias=False)
+    u, delta, A = inputs["u"], inputs["delta"], inputs["A"]
+    Bx = inputs["B"].unsqueeze(0).unsqueeze(-1).expand(2, 5, 4, 70)
+    Cx = inputs["C"].unsqueeze(0).unsqueeze(-1).expand(2, 5, 4, 70)
+    out, last, ckpt = torch.ops.hands3c.selective_scan_fwd(u, delta, A, Bx, Cx, None, None, None, True)
+    assert ckpt.shape == (2, 5, 2, 4) and last.shape == (2, 5, 4)
+    assert torch.equal(ckpt[:, :, 0], torch.zeros(2, 5, 4))
+    dout = torch.randn(out.shape)
+    du, ddelta, dA, dB, dC, dD, dz, ddb = torch.ops.hands3c.selective_scan_bwd(
+        dout, None, u, delta, A, Bx, Cx, None, None, None, True, ckpt)
+    assert du.shape == u.shape and ddelta.shape == delta.shape and dA.shape == A.shape
+    assert dB.shape == (2, 5, 4, 70) and dB.is_contiguous() and dC.shape == (2, 5, 4, 70)
+    for t in (dD, dz, ddb):
+        assert t.numel() == 0 and t.dtype == F32
+    # The expanded-form dB summed over batch and positions is the (dim, N) gradient.
+    leaves = _leaves(inputs, "cpu")
+    o = ops.selective_scan_fn(**leaves, backend="cpu")
+    gB, = torch.autograd.grad((o * dout).sum(), [leaves["B"]])
+    assert torch.allclose(gB, dB.sum(dim=(0, 3)), rtol=1e-6, atol=1e-6)
+
+
+def test_checkpoints_are_states_before_each_chunk():
+    inputs = make_inputs(1, 4, 200, 4, has_z=False, seed=8)
+    Bc = inputs["B"].unsqueeze(1)
+    Cc = inputs["C"].unsqueeze(1)
+    _, _, ckpt = torch.ops.hands3c.selective_scan_fwd(inputs["u"], inputs["delta"], inputs["A"], Bc, Cc,
+                                                      inputs["D"], None, inputs["delta_bias"], True)
+    for c in range(1, 4):
+        sub = {k: (v[..., : 64 * c] if isinstance(v, torch.Tensor) and v.dim() == 3 else v) for k, v in inputs.items()}
+        _, h = reference.selective_scan_ref64(**sub, return_last_state=True)
+        assert_close(ckpt[:, :, c], h, *out_tol(F32), f"checkpoint {c}")
+
+
+@pytest.mark.parametrize("bform,G", [("var", 1), ("const", 1), ("group", 8)])
+def test_backward_is_deterministic_across_thread_counts(bform, G):
+    """Bitwise-identical forward and backward results on 1, 2 and 3 threads."""
+    inputs = make_inputs(2, 96, 150, 16, bform=bform, G=G, seed=9)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3, 1):
+            torch.set_num_threads(threads)
+            leaves = _leaves(inputs, "cpu")
+            out, last = ops.selective_scan_fn(**leaves, return_last_state=True, backend="cpu")
+            gen = torch.Generator().manual_seed(10)
+            grads = _grads([out, last], [torch.randn(out.shape, generator=gen), torch.randn(last.shape, generator=gen)],
+                           leaves)
+            results.append([out, last] + [grads[n] for n in NAMES])
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for x, y in zip(results[0], other):
+            assert torch.equal(x, y)
+
+
+def test_every_instruction_set_build_agrees(monkeypatch):
+    """The avx512 / avx2 / baseline builds of the kernels (HANDS3C_SS_ISA) give the same numbers."""
+    isa = torch.ops.hands3c.cpu_isa()
+    builds = {"avx512": ["avx512", "avx2", "baseline"], "avx2": ["avx2", "baseline"]}.get(isa, ["baseline"])
+    inputs = make_inputs(2, 40, 130, 16, bform="group", G=2, seed=11)
+    results = {}
+    for name in builds:
+        monkeypatch.setenv("HANDS3C_SS_ISA", name)
+        outs, grads = run_case(inputs)
+        results[name] = [outs[0]] + list(grads.values())
+    for name in builds[1:]:
+        for x, y in zip(results[builds[0]], results[name]):
+            scale = max(1.0, y.abs().max().item())
+            assert torch.allclose(x / scale, y / scale, rtol=1e-5, atol=1e-5), name
+
+
+def test_isa_override_rejects_unknown_names(monkeypatch):
+    inputs = make_inputs(1, 2, 3, 1)
+    monkeypatch.setenv("HANDS3C_SS_ISA", "sse9")
+    with pytest.raises(ValueError, match="HANDS3C_SS_ISA"):
+        ops.selective_scan_fn(**inputs, backend="cpu")
+
+
+@pytest.mark.filterwarnings("ignore:Input #.* is not a double precision")
+def test_gradcheck_tiny_float32():
+    """Finite differences on a tiny case.  The kernel computes in float32 by contract (there is no
+    float64 kernel), so gradcheck runs in float32 with a step and tolerances suited to float32
+    finite differences; exactness is covered by the float64-reference tests above."""
+    inputs = make_inputs(1, 2, 5, 2, bform="var", seed=12)
+    names = [n for n in NAMES if inputs[n] is not None]
+    leaves = [inputs[n].clone().requires_grad_(True) for n in names]
+
+    def fn(*ts):
+        kw = dict(zip(names, ts))
+        out, last = ops.selective_scan_fn(**kw, delta_softplus=True, return_last_state=True, backend="cpu")
+        return out, last
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-2, atol=3e-2, rtol=3e-2, nondet_tol=0.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), dim_per_group=st.integers(1, 12), G=st.sampled_from([1, 2, 4]),
+       L=st.integers(1, 150), N=st.sampled_from([1, 2, 4, 8, 16, 7]),
+       bform=st.sampled_from(["const", "var", "group", "mixed"]), flags=st.integers(0, 31),
+       seed=st.integers(0, 2**16))
+def test_property_random_small_shapes(batch, dim_per_group, G, L, N, bform, flags, seed):
+    dim = dim_per_group * G
+    inputs = make_inputs(batch, dim, L, N, F32, bform, G, bool(flags & 1), bool(flags & 2), bool(flags & 4),
+                         bool(flags & 8), seed=seed)
+    run_case(inputs, last=bool(flags & 16), seed=seed)
+
+
+def test_opcheck():
+    inputs = make_inputs(2, 5, 70, 4, bform="group", G=1, seed=13)
+    args = (inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
+            inputs["delta_bias"], True)
+    args = tuple(a.clone().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(torch.ops.hands3c.selective_scan_fwd.default, args)
+
+
+# ---- bad input: clear errors naming the argument ----------------------------------------
+
+def test_errors_name_the_argument():
+    kw = make_inputs(1, 4, 6, 4, bform="var")
+    f = lambda **over: ops.selective_scan_fn(**{**kw, **over}, backend="cpu")
+    with pytest.raises(ValueError, match="u must have 3 dimensions"):
+        f(u=kw["u"][0])
+    with pytest.raises(ValueError, match="delta must have shape"):
+        f(delta=kw["delta"][..., :5])
+    with pytest.raises(ValueError, match="A must have shape"):
+        f(A=kw["A"][:3])
+    with pytest.raises(ValueError, match="B must have shape"):
+        f(B=kw["B"][..., :5])
+    with pytest.raises(ValueError, match="C must have shape"):
+        f(C=kw["C"][:, :3])
+    with pytest.raises(ValueError, match="B has 3 groups"):
+        f(B=torch.randn(1, 3, 4, 6))
+    with pytest.raises(ValueError, match="C must have 2 or 3 or 4 dimensions"):
+        f(C=torch.randn(4))
+    with pytest.raises(ValueError, match="D must have shape"):
+        f(D=torch.randn(5))
+    with pytest.raises(ValueError, match="delta_bias must have shape"):
+        f(delta_bias=torch.randn(3))
+    with pytest.raises(ValueError, match="z must have shape"):
+        f(z=kw["z"][:, :2])
+    with pytest.raises(ValueError, match="state size N"):
+        f(A=-torch.rand(4, 65), B=torch.randn(4, 65), C=torch.randn(4, 65))
+    with pytest.raises(TypeError, match="u must have dtype"):
+        f(u=kw["u"].double())
+    with pytest.raises(TypeError, match="delta must have u's dtype"):
+        f(delta=kw["delta"].half())
+    with pytest.raises(TypeError, match="z must have u's dtype"):
+        f(z=kw["z"].bfloat16())
+    with pytest.raises(TypeError, match="A must have dtype"):
+        f(A=kw["A"].double())
+    with pytest.raises(TypeError, match="complex A"):
+        f(A=torch.complex(kw["A"], kw["A"]))
+    with pytest.raises(TypeError, match="D must have dtype"):
+        f(D=torch.randn(4).half())
+    with pytest.raises(TypeError, match="B must be a torch.Tensor"):
+        f(B=[[1.0] * 4] * 4)
+    with pytest.raises(ValueError, match="delta is on meta"):
+        f(delta=kw["delta"].to("meta"))
+    with pytest.raises(ValueError, match="C is on meta"):
+        f(C=kw["C"].to("meta"))
+
+
+def test_raw_operator_checks_its_arguments():
+    """The C++ operators validate on their own (they can be called without the wrapper)."""
+    kw = make_inputs(1, 4, 6, 4, bform="group", G=2)
+    args = [kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], None, None, None, False]
+    bad_B = list(args)
+    bad_B[3] = torch.randn(1, 3, 4, 6)
+    with pytest.raises(ValueError, match="B must be"):
+        torch.ops.hands3c.selective_scan_fwd(*bad_B)
+    bad_A = list(args)
+    bad_A[2] = torch.randn(4, 65)
+    with pytest.raises(ValueError, match="N"):
+        torch.ops.hands3c.selective_scan_fwd(*bad_A)
+    out, last, ckpt = torch.ops.hands3c.selective_scan_fwd(*args)
+    with pytest.raises(ValueError, match="checkpoints"):
+        torch.ops.hands3c.selective_scan_bwd(torch.randn(out.shape), None, *args, ckpt[:, :2])
