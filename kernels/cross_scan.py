@@ -24,12 +24,15 @@ Decomposition (DESIGN.md has the trade-offs):
   scans each chunk from zero keeping its end state and sum of deltas, pass 2
   (``cs_fwd_combine_kernel``) chains them, pass 3 (``cs_fwd_kernel``) rescans with the
   true initial states and writes y.  One chunk: passes 1-2 are skipped;
-* deterministic accumulation of the four directions without atomics: a pass-3 program
-  owns one (batch, channel block, chunk) of one *family* and runs the family's forward
-  direction, then (after a barrier) its reversed direction over the same positions,
-  adding into its own output rows.  The two families cover different position sets, so
-  they run as two launches: family 0 writes ``y0``; family 1 reads ``y0`` and writes
-  ``y`` (a separate buffer keeps every launch idempotent, so autotuning may rerun it).
+* deterministic accumulation of the four directions without atomics.  With one chunk
+  (large batch) a pass-3 program owns every position of its (batch, channel block) and
+  runs the four directions one after another (barriers between them), adding into its
+  own output rows, which are still in L2: u is read from DRAM and y written once.  With
+  several chunks a program owns one chunk of one *family* (k and k+2 visit the same
+  positions): it runs the family's forward then reversed direction; the two families
+  cover different position sets, so they run as two launches: family 0 writes ``y0``,
+  family 1 reads ``y0`` and writes ``y`` (a separate buffer keeps every launch
+  idempotent, so autotuning may rerun it).
   The backward accumulates du the same way and reduces dt_low/B/C gradients over
   channels in registers, over NSUB sub-blocks by read-modify-write of the program's own
   rows, and over outer channel blocks by a fixed-order sum in the caller.
@@ -194,22 +197,38 @@ def cs_fwd_kernel(
     FAM: tl.constexpr, HAS_INIT: tl.constexpr, STORE_CK: tl.constexpr,
     R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
 ):
-    """Forward pass 3 for family FAM: directions FAM then FAM+2 over the same positions.
+    """Forward pass 3: the directions of FAM over this program's positions, in sequence.
 
-    FAM=0 writes y0 (``y_ptr`` is y0); FAM=1 writes y = y0 + its two directions.
+    FAM=0: directions 0, 2 -> y0 (``y_ptr`` is y0).  FAM=1: y = y0 + directions 1, 3.
+    FAM=2 (one chunk only): all four directions -> y; the program then owns every
+    position of its channels, so no second launch and no y0 round trip.
     """
     d = tl.program_id(0) * BD + tl.arange(0, BD)
     c = tl.program_id(1)
     b = tl.program_id(2)
     dmask = d < D
-    _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
-                   b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   FAM, FAM, False, False, HAS_INIT, FAM == 1, STORE_CK, R, N, S, NP)
-    # the reversed direction adds to rows this program just wrote (possibly other threads)
+    if FAM == 1:
+        _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       1, 1, False, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
+    else:
+        _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       0, 0, False, False, HAS_INIT, False, STORE_CK, R, N, S, NP)
+    # each later direction adds to rows this program just wrote (possibly other threads)
     tl.debug_barrier()
     _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
                    b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   FAM + 2, FAM, True, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
+                   FAM % 2 + 2, FAM % 2, True, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
+    if FAM == 2:
+        tl.debug_barrier()
+        _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       1, 1, False, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
+        tl.debug_barrier()
+        _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       3, 1, True, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
 
 
 @triton.jit
@@ -419,16 +438,34 @@ def cs_bwd_kernel(
     FAM: tl.constexpr, HAS_INIT: tl.constexpr, NSUB: tl.constexpr, R: tl.constexpr, RP: tl.constexpr,
     N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
 ):
-    """Backward pass 3 for family FAM (directions FAM, FAM+2); du like y in the forward."""
+    """Backward pass 3: du accumulated over directions exactly like y in ``cs_fwd_kernel``
+    (FAM 0: directions 0, 2 -> du0; FAM 1: du = du0 + 1, 3; FAM 2: all four -> du)."""
     blk = tl.program_id(0)
     c = tl.program_id(1)
     b = tl.program_id(2)
-    _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
-                   du0_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
-                   b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   FAM, FAM, False, HAS_INIT, FAM == 1, NSUB, R, RP, N, S, NP, BD)
+    if FAM == 1:
+        _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+                       du0_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+                       b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       1, 1, False, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)
+    else:
+        _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+                       du_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+                       b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       0, 0, False, HAS_INIT, False, NSUB, R, RP, N, S, NP, BD)
     tl.debug_barrier()
     _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
                    du_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
                    b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   FAM + 2, FAM, True, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)
+                   FAM % 2 + 2, FAM % 2, True, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)
+    if FAM == 2:
+        tl.debug_barrier()
+        _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+                       du_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+                       b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       1, 1, False, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)
+        tl.debug_barrier()
+        _bwd_direction(dout_ptr, u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, ck_ptr, lamc_ptr,
+                       du_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
+                       b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       3, 1, True, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)

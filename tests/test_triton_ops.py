@@ -220,12 +220,15 @@ def test_cross_scan_matches_float64_reference(device, case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("chunk_tiles", [0, 1], ids=["one_launch_4dirs", "chunked_2families"])
 @pytest.mark.parametrize("direction", [0, 1, 2, 3])
-def test_cross_scan_each_direction_alone(device, direction):
-    """Only direction k has non-zero projections: a wrong traversal cannot hide in the sum."""
+def test_cross_scan_each_direction_alone(device, direction, chunk_tiles):
+    """Only direction k has non-zero projections: a wrong traversal cannot hide in the sum.
+    Both accumulation modes: one chunk (one launch, four directions in sequence) and
+    several chunks (one launch per family)."""
     shape = (1, 3, 2, 3) if device == "cpu" else (2, 32, 12, 20)
     args = _cs_inputs(device, *shape, 4, 2, "contig", seed=10 + direction, only_direction=direction)
-    _cs_check(device, args, dict(tile=4, chunk_tiles=1, block_d=4, bwd_sub=1))
+    _cs_check(device, args, dict(tile=4, chunk_tiles=chunk_tiles, block_d=4, bwd_sub=1))
 
 
 @pytest.mark.parametrize("device", DEVICES)

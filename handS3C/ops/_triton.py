@@ -90,13 +90,15 @@ def _plan_chunks(n_tiles: int, units: int, device: torch.device, chunk_tiles: in
     """(tiles per chunk, number of chunks).
 
     Chunks only buy parallelism and cost an extra pass (pass 1 scans everything once
-    more: ~+100% of the forward's exps, ~+30% of the backward's work), so a GPU gets just
-    enough of them for ~2 programs per SM; the interpreter (a CPU) gets one chunk.
+    more: ~+100% of the forward's exps, ~+30% of the backward's work) and, for the cross
+    scan, the single-launch four-direction mode, so a GPU gets chunks only when the
+    (batch x channel block) programs would not give every SM one; the interpreter (a CPU)
+    gets one chunk.
     """
     if chunk_tiles > 0:
         tpc = min(chunk_tiles, n_tiles)
     elif device.type == "cuda":
-        want = max(1, _cdiv(2 * _sm_count(device), max(units, 1)))
+        want = max(1, _cdiv(_sm_count(device), max(units, 1)))
         tpc = _cdiv(n_tiles, min(n_tiles, want))
     else:
         tpc = n_tiles
@@ -226,7 +228,7 @@ def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     n_tiles = _cdiv(L, S)
     dev = u.device
     A = A.contiguous()
-    tpc, nC = _plan_chunks(n_tiles, batch * _cdiv(dim, 16), dev, chunk_tiles)
+    tpc, nC = _plan_chunks(n_tiles, batch * _cdiv(dim, 8), dev, chunk_tiles)
     out = _new((batch, dim, L), u.dtype, dev)
     last = _new((batch, dim, N), torch.float32, dev)
     # without need_ck, chunked runs still pass chunk-start states through ck (scratch)
@@ -444,10 +446,10 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     # (cuBLAS takes the transposed operand as is), output rows contiguous per position.
     u3 = u.reshape(Bn, D, L)
     dbl = torch.matmul(u3.transpose(1, 2), xw.reshape(4 * CW, D).t()).reshape(Bn, L, 4, CW)
-    tpc, nC = _plan_chunks(n_tiles, Bn * _cdiv(D, 16), dev, chunk_tiles)
+    tpc, nC = _plan_chunks(n_tiles, Bn * _cdiv(D, 8), dev, chunk_tiles)
     ck = _new((Bn, 4, D, n_tiles, N), f32, dev) if need_ck or nC > 1 else _new((0,), f32, dev)
-    y0 = _new((Bn, D, P, Q), f32, dev)
     y = _new((Bn, D, P, Q), f32, dev)
+    y0 = _new((Bn, D, P, Q), f32, dev) if nC > 1 else y  # family-0 partial (chunked runs only)
     su = u.stride()
     consts = dict(R=R, N=N, S=S, NP=NP)
 
@@ -463,7 +465,8 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
                         K=k, **consts)
         wrap_triton(_csk.cs_fwd_combine_kernel)[(_cdiv(D, 16), Bn * 4)](
             alog, hend, sdl, ck, D, N, n_tiles, tpc, nC, BD=16, NP=NP)
-    for fam, out in ((0, y0), (1, y)):
+    # one chunk: one launch running all four directions (FAM=2); else two family launches
+    for fam, out in (((2, y),) if nC == 1 else ((0, y0), (1, y))):
         _launch_fwd(_csk.cs_fwd_kernel, _cs_fwd_tuned, grid, block_d,
                     u, dbl, wdt, bias, alog, ds, y0, out, ck, L, P, Q, D, n_tiles, tpc, nC, *su,
                     FAM=fam, HAS_INIT=nC > 1, STORE_CK=need_ck, **consts)
@@ -510,14 +513,14 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
             alog, lam, sds, lamc, D, N, nC, BD=16, NP=NP)
     else:
         lamc = checkpoints  # unused
-    du0 = _new((Bn, D, P, Q), f32, dev)
     du = _new((Bn, D, P, Q), f32, dev)
+    du0 = _new((Bn, D, P, Q), f32, dev) if nC > 1 else du
     ddbl_p = _new((n_outer, Bn, L, 4, CW), f32, dev)
     dAp = _new((Bn, nC, 4, D, N), f32, dev)
     dDp = _new((Bn, nC, 4, D), f32, dev)
     dbp = _new((Bn, nC, 4, D), f32, dev)
     dWp = _new((Bn, nC, 4, D, RP), f32, dev)
-    for fam, out in ((0, du0), (1, du)):
+    for fam, out in (((2, du),) if nC == 1 else ((0, du0), (1, du))):
         _launch_bwd(_csk.cs_bwd_kernel, _cs_bwd_tuned, (n_outer, nC, Bn),
                     dout, u, dbl, wdt, bias, alog, ds, checkpoints, lamc, du0, out, ddbl_p, dAp, dDp, dbp, dWp,
                     Bn, L, P, Q, D, n_tiles, tpc, nC, *su, FAM=fam, HAS_INIT=nC > 1, NSUB=nsub, RP=RP, **consts)
