@@ -159,6 +159,24 @@ def _bwd_block_d(block_d: int, width: int, tile: int, np_: int) -> int:
     return max(1, min(_np2(width), 2048 // (tile * np_)))
 
 
+def _plan_outer(n_blocks: int, units: int, byte_cap: int, device: torch.device, bwd_sub: int) -> Tuple[int, int]:
+    """(sub-blocks per program, outer blocks) for a backward with channel reductions.
+
+    Every outer block adds one full-size partial buffer of the channel-reduced gradient
+    (d(dbl) for the cross scan, dB/dC for the selective scan) that is written and summed
+    again; more outer blocks only buy parallelism.  So: as many as fill the SMs at this
+    batch (``units`` programs per outer block), at most ``byte_cap`` (partial traffic kept
+    below ~2x the input's), at least one; remaining parallelism comes from chunking.
+    """
+    if bwd_sub:
+        nsub = bwd_sub
+    else:
+        want = _cdiv(_sm_count(device), max(units, 1)) if device.type == "cuda" else 1
+        n_outer = max(1, min(n_blocks, want, byte_cap))
+        nsub = _cdiv(n_blocks, n_outer)
+    return nsub, _cdiv(n_blocks, nsub)
+
+
 def _empty_grad(t: Tensor) -> Tensor:
     return t.new_empty((0,), dtype=torch.float32)
 
@@ -295,9 +313,8 @@ def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, 
         nblk = _cdiv(dim, BD)
         nblk_g = nblk
     else:
-        # a few outer blocks per group: enough parallelism, small dB/dC partial buffers
-        nsub = bwd_sub or max(1, _cdiv(cpg, BD * 8))
-        nblk_g = _cdiv(cpg, BD * nsub)
+        # partials per outer block: dB + dC = 2*G*N values per step vs dim for u
+        nsub, nblk_g = _plan_outer(_cdiv(cpg, BD), batch * G, max(1, dim // (G * N)), dev, bwd_sub)
         nblk = G * nblk_g
     tpc, nC = _plan_chunks(n_tiles, batch * nblk, dev, chunk_tiles)
     Dt = D if D is not None else A
@@ -495,10 +512,9 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
     wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
     alog, ds = A_logs.contiguous(), Ds.contiguous()
     BD = _bwd_block_d(block_d, D, S, NP)
-    # NSUB channel sub-blocks per program: ~8 outer blocks bound the d(dbl) partials
-    # (8 x |dbl|) while leaving B*8 programs per launch, enough to skip chunking at B>=64
-    nsub = bwd_sub or max(1, _cdiv(D, BD * 8))
-    n_outer = _cdiv(D, BD * nsub)
+    # partials per outer block: |d(dbl)| = 4*(R+2N) values per position vs D for u
+    # (spatial branch: up to 5 outer blocks; channel branch, where dbl is 6x u: one)
+    nsub, n_outer = _plan_outer(_cdiv(D, BD), Bn, max(1, (2 * D) // (4 * CW)), dev, bwd_sub)
     tpc, nC = _plan_chunks(n_tiles, Bn * n_outer, dev, chunk_tiles)
     su = u.stride()
     consts = dict(R=R, N=N, S=S, NP=NP, BD=BD)
