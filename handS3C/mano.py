@@ -373,8 +373,6 @@ class ManoLayer(nn.Module):
         self.register_buffer("th_hands_mean", f32("hands_mean", (1, 45)))
         self.register_buffer("th_selected_comps",
                              f32("hands_components", (NUM_PCA_KEPT, 45), lambda a: a[:NUM_PCA_KEPT]))
-        self.register_buffer("_tips", torch.tensor(FINGERTIP_VERTICES, dtype=torch.int64), persistent=False)
-        self.register_buffer("_reorder", torch.tensor(FREIHAND_ORDER, dtype=torch.int64), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "th_v_template" in state_dict:
@@ -438,8 +436,8 @@ class ManoLayer(nn.Module):
             T_R = torch.einsum("vj,bjcd->bvcd", W, G_R)        # (B, 778, 3, 3)
             T_t = torch.einsum("vj,bjc->bvc", W, skin_t)       # (B, 778, 3)
             verts = (T_R @ v_posed.unsqueeze(-1)).squeeze(-1) + T_t
-            tips = verts.index_select(1, self._tips)
-            joints = torch.cat([G_t, tips], dim=1).index_select(1, self._reorder)
+            tips = verts[:, list(FINGERTIP_VERTICES)]
+            joints = torch.cat([G_t, tips], dim=1)[:, list(FREIHAND_ORDER)]
         if return_skeleton:
             return verts, joints, G_t
         return verts, joints

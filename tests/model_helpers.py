@@ -9,7 +9,8 @@
 * :func:`fast_selective_scan_ref` is mamba-ssm's ``selective_scan_ref`` transcribed so that
   autograd's backward is O(L): the per-step tensors are taken with ``unbind`` (whose backward
   is one ``stack``) instead of ``t[:, :, i]`` (whose backward materialises a full-size
-  gradient per step, O(L^2), SPEC §5).  Same float32 arithmetic per step.
+  gradient per step, O(L^2), SPEC §5), and the C contraction runs once after the loop.
+  Same per-step float32 recurrence.
 """
 from __future__ import annotations
 
@@ -147,3 +148,85 @@ def fast_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
         out = out * F.silu(z)
     out = out.to(dtype_in)
     return (out, x) if return_last_state else out
+
+
+# ---------------------------------------------------------------------------------------
+# Full-model helpers
+# ---------------------------------------------------------------------------------------
+
+class fast_reference_scan:
+    """Context manager: the "reference" backend's inner selective scan becomes
+    :func:`fast_selective_scan_ref` (same recurrence and float32 arithmetic as mamba-ssm's
+    ``selective_scan_ref``, O(L) backward).  Everything else on the reference path (the four
+    materialised traversals, projections, cross-merge, merge) is unchanged."""
+
+    def __enter__(self):
+        from handS3C import reference
+
+        self._ref = reference
+        self._orig = reference.mamba_selective_scan_ref
+        reference.mamba_selective_scan_ref = lambda: fast_selective_scan_ref
+        return self
+
+    def __exit__(self, *exc):
+        self._ref.mamba_selective_scan_ref = self._orig
+        return False
+
+
+def randomize_model(model, seed: int = 0):
+    """Give every constant-initialised tensor random, never-zero values so that every part of
+    the network shapes the outputs: BatchNorm affine and running statistics, the S3C block's
+    constant inits (LayerNorms, A_logs, Ds; as the fixture does), and the regressor's tiny
+    published init replaced by PyTorch's default init."""
+    import torch.nn as nn
+
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(t, scale):
+        return torch.randn(t.shape, generator=g, dtype=t.dtype) * scale
+
+    with torch.no_grad():
+        for m in model.regressor.modules():
+            if type(m) in (nn.Conv2d, nn.Linear):
+                m.reset_parameters()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(1.0 + rnd(m.weight, 0.1))
+                m.bias.copy_(rnd(m.bias, 0.1))
+                m.running_mean.copy_(rnd(m.running_mean, 0.1))
+                m.running_var.copy_(1.0 + rnd(m.running_var, 0.1).abs())
+        sa = model.S3C.self_attention
+        for p in (model.S3C.ln_1.weight, model.S3C.ln_1.bias, sa.A_logs, sa.Ds, sa.A_logs_ch, sa.Ds_ch,
+                  sa.out_norm.weight, sa.out_norm.bias):
+            p.add_(rnd(p, 0.1))
+        # FPN output ~unit scale, so the S3C block's residual branch (after its LayerNorm) is a
+        # sizeable part of the features the heads see
+        model.backbone.smooth3.weight.mul_(0.1)
+        model.backbone.smooth3.bias.mul_(0.1)
+        # MANO parameters that swing with the features (rotations far from constant)
+        head = model.regressor.mano_regHead
+        head.pose_reg.weight.mul_(4.0)
+        head.shape_reg.weight.mul_(2.0)
+        # sharper spatial softmax, so that the 2-D joints really depend on the features
+        model.regressor.hand_regHead.betas.copy_(6.0 + rnd(model.regressor.hand_regHead.betas, 1.0))
+    return model
+
+
+def make_model(input_size: int, backend: str, mano_path, seed: int = 0):
+    """HandS3C with the synthetic MANO file, seeded and randomised (see :func:`randomize_model`)."""
+    from handS3C.model import HandS3C
+
+    torch.manual_seed(seed)
+    return randomize_model(HandS3C(input_size, backend=backend, mano_model_path=mano_path), seed)
+
+
+def make_batch(input_size: int, batch: int, seed: int = 0):
+    """Random never-zero images in [0.01, 1] and plausible targets (pose, shape, joints2d)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    images = 0.01 + 0.99 * torch.rand(batch, 3, input_size, input_size, generator=g)
+    targets = {
+        "pose": torch.randn(batch, 48, generator=g) * 0.4,
+        "shape": torch.randn(batch, 10, generator=g),
+        "joints2d": 0.1 + 0.8 * torch.rand(batch, 21, 2, generator=g),
+    }
+    return images, targets
