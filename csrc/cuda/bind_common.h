@@ -1,0 +1,144 @@
+// Shared pieces of the CUDA operator bindings (*_cuda_bind.cpp): device and dtype checks,
+// the current stream, conversions from tensors to the launchers' views (launch.h), and
+// turning a failed launch into a TORCH_CHECK error.
+//
+// The same binding sources also build the CPU emulation library (HS3C_EMULATE, see emu/ and
+// tests/test_cuda_emulated.py): there the kernels run on the host, the tensors are CPU
+// tensors, and the kernels are registered for the CPU key of the `hands3c_emu` namespace
+// (schemas defined by the test from the real ones), leaving `hands3c` untouched.
+#pragma once
+
+// Per-operator ATen headers instead of <ATen/ATen.h>: this halves the compile time of each
+// binding file (CI has two cores).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/matmul.h>
+#include <c10/util/Optional.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "cuda/launch.h"
+
+#if defined(HS3C_EMULATE)
+#define HS3C_BIND_LIB hands3c_emu
+#define HS3C_BIND_KEY CPU
+#else
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define HS3C_BIND_LIB hands3c
+#define HS3C_BIND_KEY CUDA
+#endif
+
+namespace hands3c {
+namespace cuda {
+namespace bind {
+
+using at::Tensor;
+using OptTensor = c10::optional<at::Tensor>;
+
+#if defined(HS3C_EMULATE)
+inline bool on_kernel_device(const Tensor& t) { return t.is_cpu(); }
+constexpr const char* kKernelDevice = "CPU (emulation build)";
+struct DeviceGuard {
+  explicit DeviceGuard(const Tensor&) {}
+};
+inline void* current_stream(const Tensor&) { return nullptr; }
+inline int device_index(const Tensor&) { return 0; }
+#else
+inline bool on_kernel_device(const Tensor& t) { return t.is_cuda(); }
+constexpr const char* kKernelDevice = "CUDA";
+struct DeviceGuard {
+  explicit DeviceGuard(const Tensor& t) : guard(t.device()) {}
+  c10::cuda::CUDAGuard guard;
+};
+inline void* current_stream(const Tensor& t) {
+  return static_cast<void*>(c10::cuda::getCurrentCUDAStream(t.get_device()).stream());
+}
+inline int device_index(const Tensor& t) { return t.get_device(); }
+#endif
+
+struct Named {
+  const char* name;
+  const Tensor* t;  // null or undefined: absent optional
+};
+
+// Every present tensor must live on the kernels' device kind, and all on the same device.
+inline void check_devices(const char* op, std::initializer_list<Named> tensors) {
+  const Named* first = nullptr;
+  for (const Named& n : tensors) {
+    if (n.t == nullptr || !n.t->defined()) continue;
+    TORCH_CHECK(on_kernel_device(*n.t), op, ": expected ", kKernelDevice, " tensors, but ", n.name, " is on ",
+                n.t->device());
+    if (first == nullptr) {
+      first = &n;
+    } else {
+      TORCH_CHECK(n.t->device() == first->t->device(), op, ": all tensors must be on one device, but ", first->name,
+                  " is on ", first->t->device(), " and ", n.name, " is on ", n.t->device());
+    }
+  }
+}
+
+inline const Tensor* opt(const OptTensor& t) { return t.has_value() ? &t.value() : nullptr; }
+inline bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+inline int dtype_tag(const Tensor& t, const char* op, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return kFloat32;
+    case at::kHalf: return kFloat16;
+    case at::kBFloat16: return kBFloat16;
+    default:
+      TORCH_CHECK(false, op, ": ", name, " must be float32, float16 or bfloat16, got ", t.scalar_type());
+  }
+  return kFloat32;
+}
+
+inline void check_f32(const Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
+}
+
+inline void check_launch(const LaunchStatus& st) {
+  TORCH_CHECK(st.error == 0, "hands3c: CUDA kernel ", st.kernel, " failed: ", st.message, " (cudaError ", st.error,
+              ")");
+}
+
+// Blocks that fill the device: HANDS3C_CUDA_TARGET_BLOCKS (a tuning and testing knob that
+// forces the segmented / per-direction paths) or 8 per SM.
+inline int64_t target_blocks(const Tensor& t) {
+  if (const char* env = std::getenv("HANDS3C_CUDA_TARGET_BLOCKS")) {
+    const long long v = std::atoll(env);
+    if (v > 0) return v;
+  }
+  return 8 * (int64_t)device_sm_count(device_index(t));
+}
+
+// HANDS3C_CUDA_POISON=1 fills outputs with NaN before the kernels run, so tests catch any
+// element a kernel fails to write.
+inline void poison(Tensor& t) {
+  const char* env = std::getenv("HANDS3C_CUDA_POISON");
+  if (env != nullptr && std::string(env) == "1" && t.defined() && t.numel() > 0)
+    t.fill_(std::numeric_limits<float>::quiet_NaN());
+}
+
+inline View3 view3(const Tensor& t, const char* op, const char* name) {
+  View3 v;
+  v.p = t.data_ptr();
+  v.dtype = dtype_tag(t, op, name);
+  v.sb = t.stride(0);
+  v.sd = t.stride(1);
+  v.sl = t.stride(2);
+  return v;
+}
+
+inline Tensor empty_f32(at::IntArrayRef sizes, const Tensor& like) {
+  return at::empty(sizes, like.options().dtype(at::kFloat));
+}
+
+}  // namespace bind
+}  // namespace cuda
+}  // namespace hands3c
