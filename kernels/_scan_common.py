@@ -12,8 +12,9 @@ import triton
 import triton.language as tl
 
 # exp(x) == exp2(x * LOG2E); A is pre-multiplied by LOG2E once per program so the hot
-# loop issues one ex2 per (step, channel, state).
-LOG2E = 1.4426950408889634
+# loop issues one ex2 per (step, channel, state).  A tl.constexpr: compiled kernels may
+# only read constexpr globals (the interpreter does not check this).
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit

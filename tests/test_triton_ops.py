@@ -376,6 +376,19 @@ def test_opcheck(device, name):
 
 
 # =========================================================================================
+# Compilation for a real GPU target (the interpreter accepts code the compiler rejects)
+# =========================================================================================
+
+@pytest.mark.skipif(HAS_GPU, reason="with a GPU the tests above compile and run every kernel")
+def test_kernels_compile_for_sm90_without_gpu():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "handS3C.triton_kernels._compile_check", "--quick"],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "all kernels compiled" in r.stdout
+
+
+# =========================================================================================
 # GPU benchmark script
 # =========================================================================================
 
