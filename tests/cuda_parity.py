@@ -27,6 +27,16 @@ from tolerances import TOL, assert_close, dA_tol, ddelta_tol, du_tol, weight_tol
 F64 = torch.float64
 
 
+def _same_strides(x, device, dtype=None):
+    """A fresh copy of x on `device` with x's strides (the kernels see the caller's layout)."""
+    return torch.empty_strided(x.shape, x.stride(), dtype=dtype or x.dtype, device=device).copy_(x.detach())
+
+
+def _leaf(x, device, dtype=None):
+    """A fresh leaf that requires grad (never the caller's tensor: cases are reused)."""
+    return _same_strides(x, device, dtype).requires_grad_()
+
+
 # ---------------------------------------------------------------------------------------------
 # float64 reference with its own backward
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +183,7 @@ SS_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 def ss_reference(c: SSCase, inp, device="cpu"):
     """float64 out, last state and gradients (on `device`, returned on the CPU)."""
-    leaves = {k: (None if inp[k] is None else inp[k].to(device, F64).requires_grad_()) for k in SS_GRAD_NAMES}
+    leaves = {k: (None if inp[k] is None else _leaf(inp[k], device, F64)) for k in SS_GRAD_NAMES}
     out, last = selective_scan_ref64_fast(*(leaves[k] for k in SS_GRAD_NAMES), delta_softplus=c.softplus,
                                           return_last_state=True)
     outs, grads_in = [out], [inp["dout"].to(device, F64)]
@@ -216,7 +226,7 @@ def ss_run_api(c: SSCase, inp, device="cuda", backend="cuda"):
     """The public selective_scan_fn with autograd."""
     from handS3C.ops import selective_scan_fn
 
-    leaves = {k: (None if inp[k] is None else inp[k].to(device).requires_grad_()) for k in SS_GRAD_NAMES}
+    leaves = {k: (None if inp[k] is None else _leaf(inp[k], device)) for k in SS_GRAD_NAMES}
     out, last = selective_scan_fn(*(leaves[k] for k in SS_GRAD_NAMES), delta_softplus=c.softplus,
                                   return_last_state=True, backend=backend)
     outs, grads_in = [out], [inp["dout"].to(device)]
@@ -302,7 +312,7 @@ def cs_inputs(c: CSCase):
 
 
 def cs_reference(c: CSCase, inp, device="cpu"):
-    leaves = {k: inp[k].to(device, F64).requires_grad_() for k in CS_GRAD_NAMES}
+    leaves = {k: _leaf(inp[k], device, F64) for k in CS_GRAD_NAMES}
     out = reference.cross_scan_selective_scan_ref(*(leaves[k] for k in CS_GRAD_NAMES),
                                                   scan_fn=selective_scan_ref64_fast)
     out.backward(inp["dout"].to(device, F64))
@@ -310,26 +320,19 @@ def cs_reference(c: CSCase, inp, device="cpu"):
 
 
 def cs_run_ops(ops, c: CSCase, inp, device="cpu"):
-    t = {k: v.to(device) for k, v in inp.items()}
-    if c.layout != "contig":  # keep the strided layout on the device too
-        t["u"] = inp["u"].to(device) if device == "cpu" else _same_strides(inp["u"], device)
+    t = {k: _same_strides(v, device) for k, v in inp.items()}  # keeps u's strided layout
     args = [t[k] for k in CS_GRAD_NAMES]
     out, dbl, ckpt = ops.cross_scan_fwd(*args)
     grads = ops.cross_scan_bwd(t["dout"], *args, dbl, ckpt)
     return out.cpu(), dbl.cpu(), ckpt.cpu(), {k: g.cpu() for k, g in zip(CS_GRAD_NAMES, grads)}
 
 
-def _same_strides(x, device):
-    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=device).copy_(x)
 
 
 def cs_run_api(c: CSCase, inp, device="cuda", backend="cuda"):
     from handS3C.ops import cross_scan_selective_scan
 
-    leaves = {}
-    for k in CS_GRAD_NAMES:
-        x = _same_strides(inp[k], device) if k == "u" else inp[k].to(device)
-        leaves[k] = x.requires_grad_()
+    leaves = {k: _leaf(inp[k], device) for k in CS_GRAD_NAMES}
     out = cross_scan_selective_scan(*(leaves[k] for k in CS_GRAD_NAMES), backend=backend)
     out.backward(inp["dout"].to(device))
     return out.detach().cpu(), {k: leaves[k].grad.cpu() for k in CS_GRAD_NAMES}
@@ -388,14 +391,14 @@ def merge_inputs(c: MergeCase):
 
 
 def merge_reference(c: MergeCase, inp, eps=1e-5):
-    leaves = {k: inp[k].to(F64).requires_grad_() for k in MERGE_GRAD_NAMES}
+    leaves = {k: _leaf(inp[k], "cpu", F64) for k in MERGE_GRAD_NAMES}
     out = reference.s3c_merge_ref(*(leaves[k] for k in MERGE_GRAD_NAMES), eps)
     out.backward(inp["dout"].to(F64))
     return out.detach(), {k: leaves[k].grad for k in MERGE_GRAD_NAMES}
 
 
 def merge_run_ops(ops, c: MergeCase, inp, device="cpu", eps=1e-5):
-    t = {k: (v.to(device) if device == "cpu" else _same_strides(v, device)) for k, v in inp.items()}
+    t = {k: _same_strides(v, device) for k, v in inp.items()}
     args = [t[k] for k in MERGE_GRAD_NAMES]
     out, mean, rstd = ops.s3c_merge_fwd(*args, eps)
     dy, dz, dw, db = ops.s3c_merge_bwd(t["dout"], *args, mean, rstd)

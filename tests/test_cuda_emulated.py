@@ -189,3 +189,15 @@ def test_binding_errors(emu):
     args = [cs[k] for k in cp.CS_GRAD_NAMES]
     with pytest.raises(RuntimeError, match="must be in 1..64"):
         emu.cross_scan_fwd(args[0], torch.zeros(4, 2 + 130, 2), args[2], args[3], torch.zeros(8, 65), args[5])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", [None, 1])
+def test_channel_branch_full_length_emulated(emu, target):
+    """The S3C channel branch at its real size (W = 32 features, 512 x 32 plane, L = 16384):
+    long-sequence accuracy of the chunked scan, segmented (None) and in one pass (1)."""
+    _target(target)
+    case = cp.CSCase(1, 32, 512, 32, 16, 16, layout="channel")
+    inp = cp.cs_inputs(case)
+    out, _, _, grads = cp.cs_run_ops(emu, case, inp)
+    cp.cs_compare(case, (out, grads), cp.cs_reference(case, inp), tag=case.id())
