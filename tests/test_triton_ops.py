@@ -158,6 +158,20 @@ def test_selective_scan_backward_is_deterministic(device):
         assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(not _has_cpu_kernel("selective_scan_fwd"), reason="the C++ CPU selective-scan kernel is not built yet")
+def test_selective_scan_matches_cpu_backend():
+    args = _ss_inputs("cpu", 2, 3, 15, 4, "g1", True, True, True, torch.float32, seed=6)
+    g = torch.Generator().manual_seed(2)
+    gy, gl = torch.randn(2, 3, 15, generator=g), torch.randn(2, 3, 4, generator=g)
+    with _triton.scan_config(poison=True, tile=4, chunk_tiles=2, block_d=2):
+        out, last, grads = _ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="triton"), args, True, gy, gl)
+    out_c, last_c, grads_c = _ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="cpu"), args, True, gy, gl)
+    assert_close(out, out_c, *out_tol(torch.float32), "out vs cpu")
+    assert_close(last, last_c, *out_tol(torch.float32), "last_state vs cpu")
+    for got, want in zip(grads, grads_c):
+        assert_close(got, want, *ddelta_tol(torch.float32), "grad vs cpu")
+
+
 # =========================================================================================
 # cross_scan_selective_scan
 # =========================================================================================

@@ -183,6 +183,17 @@ def _empty_grad(t: Tensor) -> Tensor:
     return t.new_empty((0,), dtype=torch.float32)
 
 
+_INT32_LIMIT = 2 ** 31 - 1
+
+
+def _check_int32(op: str, **sizes: int) -> None:
+    """The kernels compute offsets in 32-bit integers: refuse buffers they cannot address."""
+    for name, n in sizes.items():
+        if n > _INT32_LIMIT:
+            raise ValueError(f"{op}: backend='triton' addresses {name} with 32-bit offsets, but it would have "
+                             f"{n} elements (> 2**31 - 1); split the batch")
+
+
 def _op(name: str, fake):
     """Define operator ``name`` from a Python body that launches Triton kernels.
 
@@ -248,6 +259,7 @@ def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     n_tiles = _cdiv(L, S)
     dev = u.device
     A = A.contiguous()
+    _check_int32("selective_scan", u=u.numel(), dB=batch * G * N * L, checkpoints=batch * dim * n_tiles * N)
     tpc, nC = _plan_chunks(n_tiles, batch * _cdiv(dim, 8), dev, chunk_tiles)
     out = _new((batch, dim, L), u.dtype, dev)
     last = _new((batch, dim, N), torch.float32, dev)
@@ -458,6 +470,8 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     n_tiles = _cdiv(L, S)
     dev = u.device
     f32 = torch.float32
+    # the backward's d(dbl) partials are at most 5x dbl (see _plan_outer)
+    _check_int32("cross_scan_selective_scan", y=u.numel(), dbl=5 * Bn * L * 4 * CW, checkpoints=Bn * 4 * D * n_tiles * N)
     xw = x_proj_weight.contiguous()
     wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
     alog, ds = A_logs.contiguous(), Ds.contiguous()
