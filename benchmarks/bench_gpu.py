@@ -120,6 +120,10 @@ def run(batches, branches, device, published, reps, toy=False):
                     torch.autograd.grad(y.sum(), args)
 
                 for label, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+                    if label == "fwd+bwd" and "mamba-ref" in name and P * Q > 1024 and not toy:
+                        # autograd through a Python loop over L: O(L^2) (SPEC §5: > 10 min here)
+                        print(f"{branch:8} {Bn:3d} {name:24} {label:8} skipped: Python reference backward is O(L^2)")
+                        continue
                     try:
                         ms = measure(fn, device, reps)
                         mb = peak_mb(fn, device)
