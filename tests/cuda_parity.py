@@ -137,7 +137,7 @@ class SSCase:
     has_db: bool = True
     softplus: bool = True
     dlast: bool = True
-    target_blocks: Optional[int] = None     # HANDS3C_CUDA_TARGET_BLOCKS (forces segmentation)
+    target_threads: Optional[int] = None     # HANDS3C_CUDA_TARGET_THREADS (forces segmentation)
     seed: int = 0
 
     def id(self):
@@ -145,7 +145,7 @@ class SSCase:
         opts = "".join(c for c, on in (("D", self.has_D), ("z", self.has_z), ("b", self.has_db),
                                        ("s", self.softplus), ("h", self.dlast)) if on)
         return (f"b{self.batch}-d{self.dim}-L{self.L}-N{self.N}-{t}-{self.bc}g{self.groups_b}.{self.groups_c}-{opts}"
-                + (f"-t{self.target_blocks}" if self.target_blocks else ""))
+                + (f"-t{self.target_threads}" if self.target_threads else ""))
 
 
 def ss_inputs(c: SSCase) -> Dict[str, Optional[torch.Tensor]]:
@@ -273,13 +273,13 @@ class CSCase:
     R: int
     dtype: torch.dtype = torch.float32
     layout: str = "contig"   # "contig", "channel" (the S3C channel branch's permuted view), "transposed"
-    target_blocks: Optional[int] = None
+    target_threads: Optional[int] = None
     seed: int = 0
 
     def id(self):
         t = str(self.dtype).replace("torch.", "")
         return (f"B{self.batch}-D{self.D}-{self.P}x{self.Q}-N{self.N}-R{self.R}-{t}-{self.layout}"
-                + (f"-t{self.target_blocks}" if self.target_blocks else ""))
+                + (f"-t{self.target_threads}" if self.target_threads else ""))
 
 
 CS_GRAD_NAMES = ("u", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")

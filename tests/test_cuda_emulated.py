@@ -52,7 +52,7 @@ def emu():
         for name in OPS:  # the real schemas, renamed into the emulation namespace
             lib.define(str(getattr(torch.ops.hands3c, name).default._schema).split("::", 1)[1])
         _SCHEMA_LIB.append(lib)
-    old = {k: os.environ.get(k) for k in ("HANDS3C_CUDA_POISON", "HANDS3C_CUDA_TARGET_BLOCKS")}
+    old = {k: os.environ.get(k) for k in ("HANDS3C_CUDA_POISON", "HANDS3C_CUDA_TARGET_THREADS")}
     os.environ["HANDS3C_CUDA_POISON"] = "1"  # outputs start as NaN: every element must be written
     yield torch.ops.hands3c_emu
     for k, v in old.items():
@@ -64,22 +64,22 @@ def emu():
 
 def _target(blocks):
     if blocks is None:
-        os.environ.pop("HANDS3C_CUDA_TARGET_BLOCKS", None)
+        os.environ.pop("HANDS3C_CUDA_TARGET_THREADS", None)
     else:
-        os.environ["HANDS3C_CUDA_TARGET_BLOCKS"] = str(blocks)
+        os.environ["HANDS3C_CUDA_TARGET_THREADS"] = str(blocks)
 
 
-# The emulated "device" has 1 SM, so by default the planner targets 8 blocks: small problems
-# already take the per-direction and segmented paths.  1 forces one block per (batch, tile)
-# walking all directions; 10**6 forces the most segments.
+# The emulated "device" has 1 SM, so by default the planner targets 512 threads (8 to 16
+# blocks): small problems already take the per-direction and segmented paths.  A target of 1
+# thread gives one block per (batch, tile) walking all directions; 10**6 the most segments.
 SS_CASES = [
     cp.SSCase(2, 5, 65, 4),
-    cp.SSCase(1, 3, 65, 1, bc="3d", has_D=False, has_z=False, dlast=False, target_blocks=1),
-    cp.SSCase(2, 4, 130, 16, dtype=torch.float16, groups_b=2, groups_c=2, target_blocks=10**6),
+    cp.SSCase(1, 3, 65, 1, bc="3d", has_D=False, has_z=False, dlast=False, target_threads=1),
+    cp.SSCase(2, 4, 130, 16, dtype=torch.float16, groups_b=2, groups_c=2, target_threads=10**6),
     cp.SSCase(1, 6, 70, 16, dtype=torch.bfloat16, bc="2d", has_db=False),
     cp.SSCase(1, 6, 129, 3, groups_b=2, groups_c=3, softplus=False, has_z=False),
-    cp.SSCase(1, 130, 40, 16, target_blocks=1),                       # 64-channel tiles, 3 per group
-    cp.SSCase(1, 70, 65, 8, groups_b=2, groups_c=7, target_blocks=10**6),
+    cp.SSCase(1, 130, 40, 16, target_threads=1),                       # 64-channel tiles, 3 per group
+    cp.SSCase(1, 70, 65, 8, groups_b=2, groups_c=7, target_threads=10**6),
     cp.SSCase(2, 3, 64, 64, bc="3d"),                                 # the generic (N <= 64) kernel
     cp.SSCase(1, 4, 100, 20, dtype=torch.float16, bc_dtype=torch.float16),
     cp.SSCase(1, 2, 1, 4),                                            # L = 1
@@ -88,7 +88,7 @@ SS_CASES = [
 
 @pytest.mark.parametrize("case", SS_CASES, ids=lambda c: c.id())
 def test_selective_scan_emulated(emu, case):
-    _target(case.target_blocks)
+    _target(case.target_threads)
     inp = cp.ss_inputs(case)
     out, last, ckpt, grads = cp.ss_run_ops(emu, case, inp)
     assert ckpt.shape == (case.batch, case.dim, (case.L + 63) // 64, case.N)
@@ -98,10 +98,10 @@ def test_selective_scan_emulated(emu, case):
 
 CS_CASES = [
     cp.CSCase(1, 5, 7, 9, 4, 3),
-    cp.CSCase(2, 4, 1, 65, 1, 2, target_blocks=10**6),   # one row, segmented
-    cp.CSCase(1, 3, 33, 1, 16, 4, target_blocks=1),      # one column, all directions per block
-    cp.CSCase(1, 6, 9, 8, 8, 2, layout="channel", target_blocks=10**6),
-    cp.CSCase(1, 70, 3, 5, 16, 5, target_blocks=1),      # two channel tiles: partial d(dbl) sums
+    cp.CSCase(2, 4, 1, 65, 1, 2, target_threads=10**6),   # one row, segmented
+    cp.CSCase(1, 3, 33, 1, 16, 4, target_threads=1),      # one column, all directions per block
+    cp.CSCase(1, 6, 9, 8, 8, 2, layout="channel", target_threads=10**6),
+    cp.CSCase(1, 70, 3, 5, 16, 5, target_threads=1),      # two channel tiles: partial d(dbl) sums
     cp.CSCase(1, 4, 5, 7, 16, 3, dtype=torch.float16, layout="transposed"),
     cp.CSCase(2, 3, 12, 11, 16, 4, layout="channel"),    # L = 132: three checkpoint chunks
 ]
@@ -109,7 +109,7 @@ CS_CASES = [
 
 @pytest.mark.parametrize("case", CS_CASES, ids=lambda c: c.id())
 def test_cross_scan_emulated(emu, case):
-    _target(case.target_blocks)
+    _target(case.target_threads)
     inp = cp.cs_inputs(case)
     out, dbl, ckpt, grads = cp.cs_run_ops(emu, case, inp)
     L = case.P * case.Q

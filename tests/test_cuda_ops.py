@@ -26,13 +26,13 @@ gpu = [requires_gpu, needs_cuda_ext, pytest.mark.gpu]
 @pytest.fixture
 def cuda_env(monkeypatch):
     monkeypatch.setenv("HANDS3C_CUDA_POISON", "1")
-    monkeypatch.delenv("HANDS3C_CUDA_TARGET_BLOCKS", raising=False)
+    monkeypatch.delenv("HANDS3C_CUDA_TARGET_THREADS", raising=False)
     return monkeypatch
 
 
 def _target(env, blocks):
     if blocks is not None:
-        env.setenv("HANDS3C_CUDA_TARGET_BLOCKS", str(blocks))
+        env.setenv("HANDS3C_CUDA_TARGET_THREADS", str(blocks))
 
 
 SS_CASES = [
@@ -41,8 +41,8 @@ SS_CASES = [
     cp.SSCase(2, 128, 777, 16, dtype=torch.bfloat16, groups_b=2, groups_c=4),
     cp.SSCase(1, 32, 2048, 1, bc="3d", has_D=False, has_z=False, dlast=False),
     cp.SSCase(2, 40, 300, 8, bc="2d", softplus=False),
-    cp.SSCase(1, 16, 16384, 16, target_blocks=None),                   # long: chunked with a carry pass
-    cp.SSCase(1, 64, 4096, 16, dtype=torch.float16, target_blocks=1),  # one segment, one block per tile
+    cp.SSCase(1, 16, 16384, 16, target_threads=None),                   # long: chunked with a carry pass
+    cp.SSCase(1, 64, 4096, 16, dtype=torch.float16, target_threads=1),  # one segment, one block per tile
     cp.SSCase(2, 24, 500, 64, bc="3d"),                                # generic kernel (N up to 64)
     cp.SSCase(1, 33, 129, 12, dtype=torch.bfloat16, bc_dtype=torch.bfloat16, groups_b=3, groups_c=1),
 ]
@@ -50,7 +50,7 @@ SS_CASES = [
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=gpu, id=c.id()) for c in SS_CASES])
 def test_selective_scan_cuda(cuda_env, case):
-    _target(cuda_env, case.target_blocks)
+    _target(cuda_env, case.target_threads)
     inp = cp.ss_inputs(case)
     got = cp.ss_run_api(case, inp, device="cuda")
     ref = cp.ss_reference(case, inp, device="cuda")
@@ -74,18 +74,18 @@ CS_CASES = [
     cp.CSCase(2, 64, 32, 32, 16, 4),                          # the spatial branch's plane
     cp.CSCase(1, 48, 7, 9, 4, 3),
     cp.CSCase(1, 32, 1, 300, 1, 2),                           # one row
-    cp.CSCase(2, 16, 257, 1, 16, 4, target_blocks=10**6),     # one column, segmented
+    cp.CSCase(2, 16, 257, 1, 16, 4, target_threads=10**6),     # one column, segmented
     cp.CSCase(1, 32, 128, 32, 16, 16, layout="channel"),      # channel branch layout, L = 4096
     cp.CSCase(1, 28, 512, 28, 16, 16, layout="channel"),      # FreiHAND channel branch, L = 14336
     cp.CSCase(1, 32, 512, 32, 16, 16, layout="channel"),      # HO3D channel branch, L = 16384
-    cp.CSCase(1, 96, 16, 16, 16, 6, dtype=torch.bfloat16, layout="transposed", target_blocks=1),
+    cp.CSCase(1, 96, 16, 16, 16, 6, dtype=torch.bfloat16, layout="transposed", target_threads=1),
     cp.CSCase(1, 20, 10, 13, 64, 2),                          # generic kernel
 ]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=gpu, id=c.id()) for c in CS_CASES])
 def test_cross_scan_cuda(cuda_env, case):
-    _target(cuda_env, case.target_blocks)
+    _target(cuda_env, case.target_threads)
     inp = cp.cs_inputs(case)
     got = cp.cs_run_api(case, inp, device="cuda")
     ref = cp.cs_reference(case, inp, device="cuda")

@@ -107,14 +107,15 @@ inline void check_launch(const LaunchStatus& st) {
               ")");
 }
 
-// Blocks that fill the device: HANDS3C_CUDA_TARGET_BLOCKS (a tuning and testing knob that
-// forces the segmented / per-direction paths) or 8 per SM.
-inline int64_t target_blocks(const Tensor& t) {
-  if (const char* env = std::getenv("HANDS3C_CUDA_TARGET_BLOCKS")) {
+// Scan threads that fill the device: HANDS3C_CUDA_TARGET_THREADS (a tuning and testing knob:
+// 1 gives the fewest, longest-running blocks, a huge value forces the per-direction and
+// segmented paths) or 512 per SM.
+inline int64_t target_threads(const Tensor& t) {
+  if (const char* env = std::getenv("HANDS3C_CUDA_TARGET_THREADS")) {
     const long long v = std::atoll(env);
     if (v > 0) return v;
   }
-  return 8 * (int64_t)device_sm_count(device_index(t));
+  return 512 * (int64_t)device_sm_count(device_index(t));
 }
 
 // HANDS3C_CUDA_POISON=1 fills outputs with NaN before the kernels run, so tests catch any

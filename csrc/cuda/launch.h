@@ -124,9 +124,10 @@ struct ScanBwdIO {
   float* dw = nullptr;          // cross scan: (K, D, R)
 };
 
-// Chooses the decomposition.  `target_blocks` is the number of blocks that fills the device
-// (the bindings pass 8 x SM count, or HANDS3C_CUDA_TARGET_BLOCKS when set).
-ScanPlan plan_scan(const ScanProblem& pb, int64_t target_blocks);
+// Chooses the decomposition.  `target_threads` is the number of scan threads that fills the
+// device (the bindings pass 512 per SM, about what the forward's registers let be resident, or
+// HANDS3C_CUDA_TARGET_THREADS when set).
+ScanPlan plan_scan(const ScanProblem& pb, int64_t target_threads);
 // Shared memory (bytes) the plan needs and the largest any device of sm_80+ gives a block.
 size_t scan_fwd_smem_bytes(const ScanPlan& pl);
 size_t scan_bwd_smem_bytes(const ScanPlan& pl);

@@ -15,7 +15,7 @@ constexpr int kRedBudget = 4096;
 
 }  // namespace
 
-ScanPlan plan_scan(const ScanProblem& pb, int64_t target_blocks) {
+ScanPlan plan_scan(const ScanProblem& pb, int64_t target_threads) {
   ScanPlan pl;
   const int64_t N = pb.N;
   pl.nmax = N <= 1 ? 1 : N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 64;
@@ -26,7 +26,7 @@ ScanPlan plan_scan(const ScanProblem& pb, int64_t target_blocks) {
   pl.tpg = ceil_div(pl.cpg, pl.TD);
   pl.dtiles = pb.G * pl.tpg;
   pl.nchunks = ceil_div(pb.L, kCheckpointStride);
-  if (target_blocks < 1) target_blocks = 1;
+  const int64_t target_blocks = std::max<int64_t>(1, ceil_div(target_threads, pl.TD));
   const int64_t base = pb.batch * pl.dtiles;
   // Enough (batch, tile) blocks: each block walks all directions and sums them in place.
   // Otherwise one direction per block (partial outputs summed afterwards), and if that is

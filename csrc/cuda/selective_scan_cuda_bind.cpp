@@ -102,7 +102,7 @@ Prepared prepare(const char* op, const Tensor& u, const Tensor& delta, const Ten
 }
 
 ScanPlan make_plan(const char* op, const ScanProblem& pb, const Tensor& like, bool backward) {
-  const ScanPlan pl = plan_scan(pb, target_blocks(like));
+  const ScanPlan pl = plan_scan(pb, target_threads(like));
   const size_t need = backward ? scan_bwd_smem_bytes(pl) : scan_fwd_smem_bytes(pl);
   const size_t have = device_max_smem_optin(device_index(like));
   TORCH_CHECK(need <= have, op, ": this configuration needs ", need, " bytes of shared memory per block, the device "
