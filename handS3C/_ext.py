@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
+import torch  # noqa: F401  (loads libc10/libtorch, which the extensions link against)
+
 _cpu_error: Optional[BaseException] = None
 _cuda_error: Optional[BaseException] = None
 
