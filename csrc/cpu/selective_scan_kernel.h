@@ -49,6 +49,15 @@ constexpr int kW = 16;                  // lanes (channels) per block
 constexpr int kT = 64;                  // steps per chunk = checkpoint stride
 constexpr int kNMax = hm::kMaxState;    // largest N
 
+// The per-element math of scan_math.h must be inlined into the SIMD loops to vectorise; GCC's
+// inliner gives up on it inside large functions (the chunk drivers), leaving scalar calls to
+// exp_f.  So every loop that calls it lives in a small function that inlines all its callees.
+#if defined(__GNUC__)
+#define HS3C_SS_LOOPS __attribute__((flatten, noinline))
+#else
+#define HS3C_SS_LOOPS
+#endif
+
 // 64-byte aligned scratch that grows on demand and is reused across a thread's tasks.  Defined
 // in the per-ISA namespace (not std::vector) so that no inline function is shared between
 // translation units compiled for different instruction sets.
@@ -165,7 +174,7 @@ inline void load_lane_params(const Problem& p, int64_t d0, int nl, int64_t N, fl
 }
 
 // In place: dt = softplus(raw + bias) (or raw + bias); sig = d dt / d raw when sig != nullptr.
-inline void delta_transform(float* dt, float* sig, const float* bias, bool softplus, int64_t T) {
+HS3C_SS_LOOPS void delta_transform(float* dt, float* sig, const float* bias, bool softplus, int64_t T) {
   for (int64_t t = 0; t < T; ++t) {
     float* row = dt + t * kW;
     if (softplus) {
@@ -190,6 +199,79 @@ inline void delta_transform(float* dt, float* sig, const float* bias, bool softp
         for (int j = 0; j < kW; ++j) sr[j] = 1.f;
       }
     }
+  }
+}
+
+// Forward gate: y *= silu(z) over n elements.
+HS3C_SS_LOOPS void gate_forward(float* y, const float* z, int64_t n) {
+  HS3C_SIMD
+  for (int64_t i = 0; i < n; ++i) y[i] *= hm::silu_f(z[i]);
+}
+
+// Backward gate: dz = dout * y * silu'(z), dy = dout * silu(z) (dy = dout without z).
+HS3C_SS_LOOPS void gate_backward(const float* go, const float* y, const float* z, float* dy, float* dz, int64_t n) {
+  if (z == nullptr) {
+    std::memcpy(dy, go, sizeof(float) * n);
+    return;
+  }
+  HS3C_SIMD
+  for (int64_t i = 0; i < n; ++i) {
+    dz[i] = go[i] * y[i] * hm::silu_grad_f(z[i]);
+    dy[i] = go[i] * hm::silu_f(z[i]);
+  }
+}
+
+// The scan through one chunk: h (N x kW, updated in place) over T steps.  Writes the pre-gate
+// output y (T x kW).  kKeep (the backward's recomputation): the states live in hs instead of h,
+// hs[t] being the state before step t (hs[0] set by the caller), and every decay exp(delta_t A)
+// is kept in dec.
+//   Bb/Cb: scalars [t*bst + n] (kUni) or lane rows [t*bst + n*kW]; bst = 0 when constant in time.
+template <int NS, bool kUni, bool kKeep>
+HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const float* dtt, const float* a,
+                              const float* Dv, const float* Bb, int64_t bst, const float* Cb, int64_t cst,
+                              float* h, float* yt, float* hs, float* dec) {
+  const int64_t N = NS > 0 ? NS : N_;
+  const int64_t NW = N * kW;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* u_ = ut + t * kW;
+    const float* d_ = dtt + t * kW;
+    alignas(64) float dtu[kW], y[kW];
+    HS3C_SIMD
+    for (int j = 0; j < kW; ++j) {
+      dtu[j] = d_[j] * u_[j];
+      y[j] = Dv[j] * u_[j];
+    }
+    const float* hp = kKeep ? hs + t * NW : h;
+    float* hc = kKeep ? hs + (t + 1) * NW : h;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* an = a + n * kW;
+      const float* hpn = hp + n * kW;
+      float* hcn = hc + n * kW;
+      float* en = kKeep ? dec + t * NW + n * kW : nullptr;
+      if constexpr (kUni) {
+        const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) {
+          const float e = hm::exp_f(d_[j] * an[j]);
+          if constexpr (kKeep) en[j] = e;
+          hcn[j] = e * hpn[j] + dtu[j] * bn;
+          y[j] += cn * hcn[j];
+        }
+      } else {
+        const float* bn = Bb + t * bst + n * kW;
+        const float* cn = Cb + t * cst + n * kW;
+        HS3C_SIMD
+        for (int j = 0; j < kW; ++j) {
+          const float e = hm::exp_f(d_[j] * an[j]);
+          if constexpr (kKeep) en[j] = e;
+          hcn[j] = e * hpn[j] + dtu[j] * bn[j];
+          y[j] += cn[j] * hcn[j];
+        }
+      }
+    }
+    float* yo = yt + t * kW;
+    HS3C_SIMD
+    for (int j = 0; j < kW; ++j) yo[j] = y[j];
   }
 }
 
@@ -296,43 +378,10 @@ void fwd_block(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int
       bst = kUni ? pack_bc_scalar(p.B, b, gB, N, t0, T, Bb) : pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
     if (c == 0 || p.C.sl != 0)
       cst = kUni ? pack_bc_scalar(p.C, b, gC, N, t0, T, Cb) : pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* u_ = ut + t * kW;
-      const float* d_ = dtt + t * kW;
-      alignas(64) float dtu[kW], y[kW];
-      HS3C_SIMD
-      for (int j = 0; j < kW; ++j) {
-        dtu[j] = d_[j] * u_[j];
-        y[j] = Dv[j] * u_[j];
-      }
-      for (int64_t n = 0; n < N; ++n) {
-        float* hn = h + n * kW;
-        const float* an = a + n * kW;
-        if constexpr (kUni) {
-          const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
-          HS3C_SIMD
-          for (int j = 0; j < kW; ++j) {
-            hn[j] = hm::exp_f(d_[j] * an[j]) * hn[j] + dtu[j] * bn;
-            y[j] += cn * hn[j];
-          }
-        } else {
-          const float* bn = Bb + t * bst + n * kW;
-          const float* cn = Cb + t * cst + n * kW;
-          HS3C_SIMD
-          for (int j = 0; j < kW; ++j) {
-            hn[j] = hm::exp_f(d_[j] * an[j]) * hn[j] + dtu[j] * bn[j];
-            y[j] += cn[j] * hn[j];
-          }
-        }
-      }
-      float* yo = yt + t * kW;
-      HS3C_SIMD
-      for (int j = 0; j < kW; ++j) yo[j] = y[j];
-    }
+    scan_chunk<NS, kUni, false>(N, T, ut, dtt, a, Dv, Bb, bst, Cb, cst, h, yt, nullptr, nullptr);
     if (zt != nullptr) {
       pack3(p.z, b, d0, nl, t0, T, zt);
-      HS3C_SIMD
-      for (int64_t i = 0; i < T * kW; ++i) yt[i] *= hm::silu_f(zt[i]);
+      gate_forward(yt, zt, T * kW);
     }
     unpack3(o.out, dim, L, b, d0, nl, t0, T, yt);
   }
@@ -369,7 +418,7 @@ inline void forward(const Problem& p, const Plan& pl, const FwdOut& o) {
 // ---------------------------------------------------------------------------------------
 struct BwdScratch {
   Buf g, dA, dD, db;                        // per block of the slice, kept across chunks
-  Buf u, dt, sg, z, go, y, du, dd, dz;      // chunk tiles (kT x kW)
+  Buf u, dt, sg, z, go, y, dy, du, dd, dz;  // chunk tiles (kT x kW)
   Buf hs, dec, accB, accC, B, C;
 };
 
@@ -402,6 +451,7 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
   float* sgt = w.sg.get(kT * kW);
   float* got = w.go.get(kT * kW);
   float* yt = w.y.get(kT * kW);
+  float* dyt = w.dy.get(kT * kW);
   float* dut = w.du.get(kT * kW);
   float* ddt = w.dd.get(kT * kW);
   float* zt = has_z ? w.z.get(kT * kW) : nullptr;
@@ -453,51 +503,11 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
       for (int64_t n = 0; n < N; ++n)
         for (int j = 0; j < kW; ++j)
           hs[n * kW + j] = j < nl ? io.ckpt[((b * dim + d0 + j) * nchunks + c) * N + n] : 0.f;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* u_ = ut + t * kW;
-        const float* d_ = dtt + t * kW;
-        const float* hp = hs + t * NW;
-        float* hc = hs + (t + 1) * NW;
-        float* e_ = dec + t * NW;
-        alignas(64) float dtu[kW], y[kW];
-        HS3C_SIMD
-        for (int j = 0; j < kW; ++j) {
-          dtu[j] = d_[j] * u_[j];
-          y[j] = Dv[j] * u_[j];
-        }
-        for (int64_t n = 0; n < N; ++n) {
-          const float* an = a + n * kW;
-          const float* hpn = hp + n * kW;
-          float* hcn = hc + n * kW;
-          float* en = e_ + n * kW;
-          if constexpr (kUni) {
-            const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
-            HS3C_SIMD
-            for (int j = 0; j < kW; ++j) {
-              const float e = hm::exp_f(d_[j] * an[j]);
-              en[j] = e;
-              hcn[j] = e * hpn[j] + dtu[j] * bn;
-              y[j] += cn * hcn[j];
-            }
-          } else {
-            const float* bn = Bb + t * bst + n * kW;
-            const float* cn = Cb + t * cst + n * kW;
-            HS3C_SIMD
-            for (int j = 0; j < kW; ++j) {
-              const float e = hm::exp_f(d_[j] * an[j]);
-              en[j] = e;
-              hcn[j] = e * hpn[j] + dtu[j] * bn[j];
-              y[j] += cn[j] * hcn[j];
-            }
-          }
-        }
-        float* yo = yt + t * kW;
-        HS3C_SIMD
-        for (int j = 0; j < kW; ++j) yo[j] = y[j];
-      }
+      scan_chunk<NS, kUni, true>(N, T, ut, dtt, a, Dv, Bb, bst, Cb, cst, nullptr, yt, hs, dec);
 
       // Adjoint recurrence backwards through the chunk.  g holds dL/dh_t without step t's own
       // output term on entry to step t.
+      gate_backward(got, yt, zt, dyt, dzt, T * kW);
       float* g = gst + k * NW;
       float* dAk = dAst + k * NW;
       float* dDk = dDst + k * kW;
@@ -505,24 +515,11 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
       for (int64_t t = T - 1; t >= 0; --t) {
         const float* u_ = ut + t * kW;
         const float* d_ = dtt + t * kW;
-        const float* go_ = got + t * kW;
         const float* hp = hs + t * NW;
         const float* hc = hs + (t + 1) * NW;
         const float* e_ = dec + t * NW;
-        alignas(64) float dy[kW], duv[kW], ddv[kW];
-        if (has_z) {
-          const float* z_ = zt + t * kW;
-          const float* y_ = yt + t * kW;
-          float* dz_ = dzt + t * kW;
-          HS3C_SIMD
-          for (int j = 0; j < kW; ++j) {
-            dz_[j] = go_[j] * y_[j] * hm::silu_grad_f(z_[j]);
-            dy[j] = go_[j] * hm::silu_f(z_[j]);
-          }
-        } else {
-          HS3C_SIMD
-          for (int j = 0; j < kW; ++j) dy[j] = go_[j];
-        }
+        const float* dy = dyt + t * kW;
+        alignas(64) float duv[kW], ddv[kW];
         HS3C_SIMD
         for (int j = 0; j < kW; ++j) {
           dDk[j] += dy[j] * u_[j];
