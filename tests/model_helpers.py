@@ -6,11 +6,11 @@
   stand-in class that pickles under the name ``chumpy.ch.Ch``, so the loader's chumpy path
   runs without chumpy installed).  Values are random but plausible (template ~10 cm, convex
   regressor and skinning weights), never zero.
-* :func:`fast_selective_scan_ref` is mamba-ssm's ``selective_scan_ref`` transcribed so that
-  autograd's backward is O(L): the per-step tensors are taken with ``unbind`` (whose backward
-  is one ``stack``) instead of ``t[:, :, i]`` (whose backward materialises a full-size
-  gradient per step, O(L^2), SPEC §5), and the C contraction runs once after the loop.
-  Same per-step float32 recurrence.
+* :func:`fast_selective_scan_ref` computes what mamba-ssm's ``selective_scan_ref`` computes
+  (same per-step float32 recurrence) with a backward as cheap as its forward: the recurrence
+  has a hand-written adjoint, everything around it is whole-tensor autograd.  mamba-ssm's own
+  backward is O(L^2) (its per-step indexing materialises a full-size gradient per step,
+  SPEC §5).
 """
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ import types
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# the unpatched getter of mamba-ssm's selective_scan_ref (the context managers below patch the
+# module attribute, not this binding)
+from handS3C.reference import mamba_selective_scan_ref as _real_mamba_ref
 
 MANO_PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
 
@@ -111,10 +115,59 @@ def write_fake_mano(path, seed: int = 0, chumpy: bool = False, extra=None, drop=
     return d
 
 
+class _single_thread:
+    """Run a loop of small per-step ops on one intra-op thread: with two threads each step pays
+    a thread hand-off, which costs milliseconds on a busy 2-core machine."""
+
+    def __enter__(self):
+        self._n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self._n)
+        return False
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """``h[t] = a[t] * h[t-1] + b[t]`` along dim 0 (``h[-1] = 0``), with its adjoint written out.
+
+    a, b: (L, ...) float32.  Forward and backward run one in-place step per t into preallocated
+    buffers (no per-step allocation, no per-step autograd node).  Backward: the adjoint
+    ``g[t] = gh[t] + a[t+1] * g[t+1]`` gives ``db = g`` and ``da[t] = g[t] * h[t-1]``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a = a.contiguous()
+        h = b.contiguous().clone()
+        with _single_thread():
+            for t in range(1, h.shape[0]):
+                h[t].addcmul_(a[t], h[t - 1])
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, gh):
+        a, h = ctx.saved_tensors
+        g = gh.contiguous().clone()
+        with _single_thread():
+            for t in range(g.shape[0] - 2, -1, -1):
+                g[t].addcmul_(a[t + 1], g[t + 1])
+        ga = torch.zeros_like(a)
+        ga[1:] = g[1:] * h[:-1]
+        return ga, g
+
+
 def fast_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                             return_last_state=False):
-    """mamba-ssm ``selective_scan_ref`` semantics (real A, B/C grouped (b, G, N, L) or (b, N, L)),
-    float32, with an O(L) autograd backward.  Returns ``out`` (b, dim, L) in u's dtype."""
+    """mamba-ssm ``selective_scan_ref`` semantics (real A; B/C (b, N, L) or grouped (b, G, N, L)),
+    float32, with a backward that costs about as much as the forward.
+
+    The discretised terms ``exp(delta A)`` and ``delta B u`` and the read-out ``sum_n C h`` are
+    whole-tensor autograd ops; the recurrence itself is :class:`_LinearRecurrence` (hand-written
+    adjoint).  Same per-step float32 recurrence as mamba-ssm's loop; the C contraction is summed
+    in another order (rounding-level differences).  Returns ``out`` (b, dim, L) in u's dtype.
+    """
     dtype_in = u.dtype
     u = u.float()
     delta = delta.float()
@@ -132,22 +185,19 @@ def fast_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
         C = C[:, None]
     G = B.shape[1]
     H = dim // G
-    deltaA = torch.exp(torch.einsum("bdl,dn->bldn", delta, A))                       # (b, L, dim, N)
-    Bg = B.permute(0, 3, 1, 2)[:, :, :, None, :]                                     # (b, L, G, 1, N)
-    dBu = ((delta * u).permute(0, 2, 1).reshape(batch, L, G, H)[..., None] * Bg).reshape(batch, L, dim, N)
-    Cg = C.permute(0, 3, 1, 2)[:, :, :, None, :]                                     # (b, L, G, 1, N)
-    x = A.new_zeros((batch, dim, N), dtype=torch.float32)
-    hs = []
-    for dA_t, dBu_t in zip(deltaA.unbind(1), dBu.unbind(1)):
-        x = torch.addcmul(dBu_t, dA_t, x)
-        hs.append(x)
-    h = torch.stack(hs, dim=1).reshape(batch, L, G, H, N)                            # (b, L, G, H, N)
-    y = (h * Cg).sum(-1).reshape(batch, L, dim).permute(0, 2, 1)
-    out = y if D is None else y + u * D[:, None]
+    # step-major layout (L, b, dim, N)
+    d_t = delta.permute(2, 0, 1)                                                      # (L, b, dim)
+    dA = torch.exp(d_t[..., None] * A.float())                                        # (L, b, dim, N)
+    Bs = B.permute(3, 0, 1, 2)[:, :, :, None, :]                                      # (L, b, G, 1, N)
+    dBu = ((d_t * u.permute(2, 0, 1)).reshape(L, batch, G, H, 1) * Bs).reshape(L, batch, dim, N)
+    h = _LinearRecurrence.apply(dA, dBu)                                              # (L, b, dim, N)
+    Cs = C.permute(3, 0, 1, 2)[:, :, :, None, :]                                      # (L, b, G, 1, N)
+    y = (h.reshape(L, batch, G, H, N) * Cs).sum(-1).reshape(L, batch, dim).permute(1, 2, 0)
+    out = y if D is None else y + u * D.float()[:, None]
     if z is not None:
-        out = out * F.silu(z)
+        out = out * F.silu(z.float())
     out = out.to(dtype_in)
-    return (out, x) if return_last_state else out
+    return (out, h[-1]) if return_last_state else out
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,3 +280,50 @@ def make_batch(input_size: int, batch: int, seed: int = 0):
         "joints2d": 0.1 + 0.8 * torch.rand(batch, 21, 2, generator=g),
     }
     return images, targets
+
+
+class _MambaForwardFastBackward(torch.autograd.Function):
+    """Forward: mamba-ssm's ``selective_scan_ref`` (the reference values, bit for bit).
+    Backward: the VJP of :func:`fast_selective_scan_ref`, after checking that its recomputed
+    forward equals mamba-ssm's."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias):
+        with _single_thread():
+            out = _real_mamba_ref()(u, delta, A, B, C, D, delta_bias=delta_bias, delta_softplus=True)
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        *inputs, out = ctx.saved_tensors
+        inputs = [t.detach().requires_grad_() for t in inputs]
+        with torch.enable_grad():
+            y = fast_selective_scan_ref(*inputs[:6], delta_bias=inputs[6], delta_softplus=True)
+        err = (y.detach() - out).abs().max().item()
+        scale = out.abs().max().item()
+        if err > 1e-5 * scale + 1e-6:
+            raise AssertionError(f"fast_selective_scan_ref differs from mamba-ssm's selective_scan_ref by {err:.3g} "
+                                 f"(max |out| {scale:.3g})")
+        return torch.autograd.grad(y, inputs, gout)
+
+
+def _mamba_forward_fast_backward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                                 return_last_state=False):
+    if z is not None or not delta_softplus or return_last_state or D is None or delta_bias is None:
+        raise NotImplementedError("only the S3C call pattern (D, delta_bias, softplus, no z) is supported")
+    return _MambaForwardFastBackward.apply(u, delta, A, B, C, D, delta_bias)
+
+
+class mamba_forward_fast_backward(fast_reference_scan):
+    """Context manager: the "reference" backend's inner scan gives mamba-ssm's
+    ``selective_scan_ref`` values in the forward pass and the O(L) transcription's gradients in
+    the backward pass (mamba-ssm's own backward is O(L^2), SPEC §5)."""
+
+    def __enter__(self):
+        from handS3C import reference
+
+        self._ref = reference
+        self._orig = reference.mamba_selective_scan_ref
+        reference.mamba_selective_scan_ref = lambda: _mamba_forward_fast_backward
+        return self
