@@ -35,7 +35,7 @@ $(VENV)/.extensions-built: $(VENV)/.deps-installed $(NATIVE_SOURCES)
 	touch $@
 
 ctest: $(VENV)/.deps-installed
-	cmake -S . -B build/cmake -DHANDS3C_BUILD_EXTENSION=OFF -DPython_EXECUTABLE=$(abspath $(PY)) > /dev/null
+	cmake -S . -B build/cmake -DHANDS3C_BUILD_EXTENSION=OFF > /dev/null
 	cmake --build build/cmake --target test_scan_math -j 2 > /dev/null
 	cd build/cmake && ctest --output-on-failure
 
