@@ -1,16 +1,39 @@
 // CPU kernel of the S3C merge: out = LayerNorm(y_spatial + y_channel) * silu(z) over the
-// last dimension, forward and backward, one pass over each row.
+// last dimension, forward and backward.
 //
-// Inputs may be strided views (the block passes permuted branch outputs); rows whose channel
-// stride is not 1 are made contiguous first, other layouts are addressed row by row.
+// The block passes permuted views: y_spatial (B,d,H,W) and y_channel (B,W,d,H) seen as
+// (B,H,W,d), so their channel stride is not 1, while z and the outputs are row-major.  Rows
+// are processed in tiles of kG: each strided input is gathered once into a contiguous
+// (kG x C) tile with the loop order that reads it with unit stride (channel outer, row inner
+// when consecutive rows are adjacent in memory), so no full transposed copy is ever made and
+// every row is then a contiguous, vectorised loop.  Statistics are accumulated in double.
+// The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// (GCC target_clones); the backward's weight/bias reduction is per fixed block of rows,
+// summed in block order, so results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_ops.h"
 #include "hands3c/scan_math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define HS3C_MERGE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HS3C_MERGE_CLONES
+#endif
+#if defined(_OPENMP)
+#define HS3C_MERGE_PRAGMA(x) _Pragma(#x)
+#define HS3C_SIMD_SUM2(a, b) HS3C_MERGE_PRAGMA(omp simd reduction(+ : a, b))
+#define HS3C_SIMD_SUM1(a) HS3C_MERGE_PRAGMA(omp simd reduction(+ : a))
+#else
+#define HS3C_SIMD_SUM2(a, b)
+#define HS3C_SIMD_SUM1(a)
+#endif
 
 namespace hands3c {
 namespace cpu {
@@ -18,6 +41,9 @@ namespace cpu {
 namespace {
 
 namespace hm = hands3c::math;
+
+constexpr int64_t kG = 16;             // rows per tile
+constexpr int64_t kRowsPerBlock = 64;  // rows per weight-gradient partial (a multiple of kG)
 
 // Offsets of every row (all dimensions but the last) of a strided tensor.
 std::vector<int64_t> row_offsets(const at::Tensor& t) {
@@ -39,13 +65,83 @@ std::vector<int64_t> row_offsets(const at::Tensor& t) {
   return off;
 }
 
+// A strided (rows x C) operand: row r, channel c at base[off[r] + c * sc].
 template <typename T>
-inline void gather_row(const T* base, int64_t stride, int64_t C, float* dst) {
-  if (stride == 1) {
-    for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<float>(base[c]);
+struct Rows {
+  const T* base;
+  const int64_t* off;
+  int64_t sc;
+};
+
+// tile[j*C + c] = src(r0 + j, c) as float, j < g.  Unit-stride channels: copy row by row.
+// Otherwise channel outer, row inner: the rows of a tile are usually adjacent in memory
+// (y_spatial's width), so each channel reads one short contiguous run.
+template <typename T>
+inline void gather_tile(const Rows<T>& src, int64_t r0, int64_t g, int64_t C, float* tile) {
+  const int64_t* off = src.off + r0;
+  if (src.sc == 1) {
+    for (int64_t j = 0; j < g; ++j) {
+      const T* s = src.base + off[j];
+      float* t = tile + j * C;
+      HS3C_SIMD
+      for (int64_t c = 0; c < C; ++c) t[c] = static_cast<float>(s[c]);
+    }
   } else {
-    for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<float>(base[c * stride]);
+    for (int64_t c = 0; c < C; ++c) {
+      const T* s = src.base + c * src.sc;
+      for (int64_t j = 0; j < g; ++j) tile[j * C + c] = static_cast<float>(s[off[j]]);
+    }
   }
+}
+
+// One row of the forward: x (= y_spatial + y_channel on return) -> out, mean, rstd.
+HS3C_MERGE_CLONES
+void merge_row_fwd(float* x, const float* yc, const float* z, const float* w, const float* b, int64_t C,
+                   float eps, float* out, float* mean, float* rstd) {
+  double sum = 0.0;
+  HS3C_SIMD_SUM1(sum)
+  for (int64_t c = 0; c < C; ++c) {
+    x[c] += yc[c];
+    sum += x[c];
+  }
+  const float mu = static_cast<float>(sum / C);
+  double var = 0.0;
+  HS3C_SIMD_SUM1(var)
+  for (int64_t c = 0; c < C; ++c) {
+    const float d = x[c] - mu;
+    var += static_cast<double>(d) * d;
+  }
+  const float rs = 1.0f / std::sqrt(static_cast<float>(var / C) + eps);
+  *mean = mu;
+  *rstd = rs;
+  HS3C_SIMD
+  for (int64_t c = 0; c < C; ++c) out[c] = hm::merge_apply(x[c], mu, rs, w[c], b[c], z[c]);
+}
+
+// One row of the backward.  x: y_spatial + y_channel; go: dL/dout.  Writes dy (the gradient of
+// both branch inputs), dz (float), and adds this row's terms to the weight/bias partials.
+HS3C_MERGE_CLONES
+void merge_row_bwd(const float* x, const float* z, const float* go, const float* w, const float* b, int64_t C,
+                   float mu, float rs, float* xh, float* dxh, float* dy, float* dz, float* dw, float* db) {
+  float s1 = 0.f, s2 = 0.f;
+  HS3C_SIMD_SUM2(s1, s2)
+  for (int64_t c = 0; c < C; ++c) {
+    const float h = (x[c] - mu) * rs;
+    xh[c] = h;
+    const float ln = h * w[c] + b[c];
+    dz[c] = go[c] * ln * hm::silu_grad_f(z[c]);
+    const float dln = go[c] * hm::silu_f(z[c]);  // gradient of the LayerNorm output
+    dw[c] += dln * h;
+    db[c] += dln;
+    const float d = dln * w[c];
+    dxh[c] = d;
+    s1 += d;
+    s2 += d * h;
+  }
+  const float inv = 1.0f / static_cast<float>(C);
+  const float m1 = inv * s1, m2 = inv * s2;
+  HS3C_SIMD
+  for (int64_t c = 0; c < C; ++c) dy[c] = rs * (dxh[c] - m1 - xh[c] * m2);
 }
 
 void check_inputs(const char* op, const at::Tensor& ys, const at::Tensor& yc, const at::Tensor& z,
@@ -62,25 +158,19 @@ void check_inputs(const char* op, const at::Tensor& ys, const at::Tensor& yc, co
 
 }  // namespace
 
-// Permuted views (channel stride != 1) are copied once with ATen's parallel copy kernels, which
-// beats gathering each row element by element across the whole plane.
-at::Tensor rows_contiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
-
-std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial_in, const Tensor& y_channel_in,
-                                                 const Tensor& z_in, const Tensor& weight, const Tensor& bias,
+std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const Tensor& y_channel,
+                                                 const Tensor& z, const Tensor& weight, const Tensor& bias,
                                                  double eps) {
-  check_inputs("s3c_merge_fwd", y_spatial_in, y_channel_in, z_in, weight);
-  const auto y_spatial = rows_contiguous(y_spatial_in), y_channel = rows_contiguous(y_channel_in);
-  const auto z = rows_contiguous(z_in);
+  check_inputs("s3c_merge_fwd", y_spatial, y_channel, z, weight);
   const int64_t C = y_spatial.size(-1);
-  const int64_t M = y_spatial.numel() / C;
-  auto out = at::empty(y_spatial.sizes(), y_spatial.options());
+  const int64_t M = C == 0 ? 0 : y_spatial.numel() / C;
+  auto out = at::empty(y_spatial.sizes(), y_spatial.options().memory_format(at::MemoryFormat::Contiguous));
   auto mean = at::empty({M}, y_spatial.options());
   auto rstd = at::empty({M}, y_spatial.options());
+  if (M == 0) return {out, mean, rstd};
   const auto offs = row_offsets(y_spatial), offc = row_offsets(y_channel), offz = row_offsets(z);
-  const int64_t ss = y_spatial.stride(-1), sc = y_channel.stride(-1), sz = z.stride(-1);
-  const float* ps = y_spatial.data_ptr<float>();
-  const float* pc = y_channel.data_ptr<float>();
+  const Rows<float> S{y_spatial.data_ptr<float>(), offs.data(), y_spatial.stride(-1)};
+  const Rows<float> Ch{y_channel.data_ptr<float>(), offc.data(), y_channel.stride(-1)};
   const auto wc = weight.contiguous(), bc = bias.contiguous();
   const float* pw = wc.data_ptr<float>();
   const float* pb = bc.data_ptr<float>();
@@ -88,110 +178,91 @@ std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial_in, con
   float* pm = mean.data_ptr<float>();
   float* pr = rstd.data_ptr<float>();
   const float feps = static_cast<float>(eps);
+  const int64_t ntiles = (M + kG - 1) / kG;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "s3c_merge_fwd", [&] {
-    const scalar_t* pz = z.data_ptr<scalar_t>();
-    at::parallel_for(0, M, 16, [&](int64_t r0, int64_t r1) {
-      std::vector<float> x(C), g(C);
-      for (int64_t r = r0; r < r1; ++r) {
-        gather_row(ps + offs[r], ss, C, x.data());
-        gather_row(pz + offz[r], sz, C, g.data());
-        const float* yc = pc + offc[r];
-        double sum = 0.0;  // double accumulation keeps long rows exact to float rounding
-        for (int64_t c = 0; c < C; ++c) {
-          x[c] += yc[c * sc];
-          sum += x[c];
-        }
-        const float mu = static_cast<float>(sum / C);
-        double var = 0.0;
-        for (int64_t c = 0; c < C; ++c) {
-          const float d = x[c] - mu;
-          var += static_cast<double>(d) * d;
-        }
-        const float rs = 1.0f / std::sqrt(static_cast<float>(var / C) + feps);
-        pm[r] = mu;
-        pr[r] = rs;
-        float* o = po + r * C;
-HS3C_SIMD
-        for (int64_t c = 0; c < C; ++c) o[c] = hm::merge_apply(x[c], mu, rs, pw[c], pb[c], g[c]);
+    const Rows<scalar_t> Z{z.data_ptr<scalar_t>(), offz.data(), z.stride(-1)};
+    at::parallel_for(0, ntiles, 4, [&](int64_t t0, int64_t t1) {
+      std::vector<float> buf(3 * kG * C);
+      float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * kG, g = std::min(kG, M - r0);
+        gather_tile(S, r0, g, C, xs);
+        gather_tile(Ch, r0, g, C, xc);
+        gather_tile(Z, r0, g, C, zt);
+        for (int64_t j = 0; j < g; ++j)
+          merge_row_fwd(xs + j * C, xc + j * C, zt + j * C, pw, pb, C, feps, po + (r0 + j) * C, pm + r0 + j,
+                        pr + r0 + j);
       }
     });
   });
   return {out, mean, rstd};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, const Tensor& y_spatial_in,
-                                                         const Tensor& y_channel_in, const Tensor& z_in,
+std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, const Tensor& y_spatial,
+                                                         const Tensor& y_channel, const Tensor& z,
                                                          const Tensor& weight, const Tensor& bias,
                                                          const Tensor& mean, const Tensor& rstd) {
-  check_inputs("s3c_merge_bwd", y_spatial_in, y_channel_in, z_in, weight);
-  const auto y_spatial = rows_contiguous(y_spatial_in), y_channel = rows_contiguous(y_channel_in);
-  const auto z = rows_contiguous(z_in);
+  check_inputs("s3c_merge_bwd", y_spatial, y_channel, z, weight);
   TORCH_CHECK(dout.sizes() == y_spatial.sizes(), "s3c_merge_bwd: dout must have y_spatial's shape");
   const int64_t C = y_spatial.size(-1);
-  const int64_t M = y_spatial.numel() / C;
-  auto dy = at::empty(y_spatial.sizes(), y_spatial.options());
+  const int64_t M = C == 0 ? 0 : y_spatial.numel() / C;
+  const auto contig = y_spatial.options().memory_format(at::MemoryFormat::Contiguous);
+  auto dy = at::empty(y_spatial.sizes(), contig);
   auto dz = at::empty(z.sizes(), z.options().memory_format(at::MemoryFormat::Contiguous));
-  // Weight/bias gradients are reduced over rows: each fixed block of rows writes its own
-  // partial and the partials are summed in block order, so the result does not depend on
-  // the thread count.
-  constexpr int64_t kRowsPerBlock = 64;
   const int64_t nblocks = (M + kRowsPerBlock - 1) / kRowsPerBlock;
   auto partial = at::zeros({nblocks, 2, C}, y_spatial.options());
+  auto dweight = at::zeros({C}, y_spatial.options());
+  auto dbias = at::zeros({C}, y_spatial.options());
+  if (M == 0) return {dy, dz, dweight, dbias};
   const auto do_c = dout.to(at::kFloat).contiguous();
   const auto offs = row_offsets(y_spatial), offc = row_offsets(y_channel), offz = row_offsets(z);
-  const int64_t ss = y_spatial.stride(-1), sc = y_channel.stride(-1), sz = z.stride(-1);
-  const float* ps = y_spatial.data_ptr<float>();
-  const float* pc = y_channel.data_ptr<float>();
+  const Rows<float> S{y_spatial.data_ptr<float>(), offs.data(), y_spatial.stride(-1)};
+  const Rows<float> Ch{y_channel.data_ptr<float>(), offc.data(), y_channel.stride(-1)};
   const float* pd = do_c.data_ptr<float>();
   const auto wc = weight.contiguous(), bc = bias.contiguous();
   const float* pw = wc.data_ptr<float>();
   const float* pb = bc.data_ptr<float>();
-  const float* pm = mean.data_ptr<float>();
-  const float* pr = rstd.data_ptr<float>();
+  const auto mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const float* pm = mean_c.data_ptr<float>();
+  const float* pr = rstd_c.data_ptr<float>();
   float* pdy = dy.data_ptr<float>();
   float* ppart = partial.data_ptr<float>();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "s3c_merge_bwd", [&] {
-    const scalar_t* pz = z.data_ptr<scalar_t>();
+    const Rows<scalar_t> Z{z.data_ptr<scalar_t>(), offz.data(), z.stride(-1)};
     scalar_t* pdz = dz.data_ptr<scalar_t>();
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<float> xhat(C), g(C), dxh(C);
+      std::vector<float> buf(3 * kG * C + 3 * C);
+      float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
+      float *xh = zt + kG * C, *dxh = xh + C, *dzrow = dxh + C;  // per-row scratch
       for (int64_t blk = b0; blk < b1; ++blk) {
         float* dw = ppart + blk * 2 * C;
         float* db = dw + C;
         const int64_t rend = std::min(M, (blk + 1) * kRowsPerBlock);
-        for (int64_t r = blk * kRowsPerBlock; r < rend; ++r) {
-          gather_row(ps + offs[r], ss, C, xhat.data());
-          gather_row(pz + offz[r], sz, C, g.data());
-          const float* yc = pc + offc[r];
-          const float* go = pd + r * C;
-          const float mu = pm[r], rs = pr[r];
-          float s1 = 0.f, s2 = 0.f;
-          scalar_t* dzr = pdz + r * C;
-          for (int64_t c = 0; c < C; ++c) {
-            const float xh = (xhat[c] + yc[c * sc] - mu) * rs;
-            xhat[c] = xh;
-            const float ln = xh * pw[c] + pb[c];
-            dzr[c] = static_cast<scalar_t>(go[c] * ln * hm::silu_grad_f(g[c]));
-            const float dln = go[c] * hm::silu_f(g[c]);  // gradient of the LayerNorm output
-            dw[c] += dln * xh;
-            db[c] += dln;
-            const float d = dln * pw[c];
-            dxh[c] = d;
-            s1 += d;
-            s2 += d * xh;
+        for (int64_t r0 = blk * kRowsPerBlock; r0 < rend; r0 += kG) {
+          const int64_t g = std::min(kG, rend - r0);
+          gather_tile(S, r0, g, C, xs);
+          gather_tile(Ch, r0, g, C, xc);
+          gather_tile(Z, r0, g, C, zt);
+          for (int64_t j = 0; j < g; ++j) {
+            float* x = xs + j * C;
+            const float* yc = xc + j * C;
+            HS3C_SIMD
+            for (int64_t c = 0; c < C; ++c) x[c] += yc[c];
+            const int64_t r = r0 + j;
+            // float z: dz is written in place; half/bfloat16: through a float row, then converted
+            float* dzf = std::is_same_v<scalar_t, float> ? reinterpret_cast<float*>(pdz) + r * C : dzrow;
+            merge_row_bwd(x, zt + j * C, pd + r * C, pw, pb, C, pm[r], pr[r], xh, dxh, pdy + r * C, dzf, dw, db);
+            if constexpr (!std::is_same_v<scalar_t, float>) {
+              scalar_t* o = pdz + r * C;
+              for (int64_t c = 0; c < C; ++c) o[c] = static_cast<scalar_t>(dzf[c]);
+            }
           }
-          const float inv = 1.0f / static_cast<float>(C);
-          float* dyr = pdy + r * C;
-HS3C_SIMD
-          for (int64_t c = 0; c < C; ++c) dyr[c] = rs * (dxh[c] - inv * s1 - xhat[c] * (inv * s2));
         }
       }
     });
   });
-  auto dweight = at::zeros({C}, y_spatial.options());
-  auto dbias = at::zeros({C}, y_spatial.options());
   float* pdw = dweight.data_ptr<float>();
   float* pdb = dbias.data_ptr<float>();
   for (int64_t blk = 0; blk < nblocks; ++blk) {
