@@ -195,6 +195,16 @@ def suite_ops(args, device, backends):
         fn = lambda b=b: ops.s3c_merge(ys, yc, z, w, bb, backend=b)
         _check(tag, b, fn(), want)
         rows.append(_measure(f"{tag} fwd", b, fn, args, device))
+    leaves = [t.detach().clone().requires_grad_(True) for t in (ys, yc, z, w, bb)]
+    gout = torch.randn(shape, generator=g).to(device)
+
+    def merge_fwd_bwd(f):
+        return lambda: torch.autograd.grad((f(*leaves) * gout).sum(), leaves)
+    rows.append(_measure(f"{tag} fwd+bwd", "reference", merge_fwd_bwd(reference.s3c_merge_ref), args, device,
+                         "layer_norm + silu in PyTorch"))
+    for b in backends:
+        rows.append(_measure(f"{tag} fwd+bwd", b, merge_fwd_bwd(lambda *a, b=b: ops.s3c_merge(*a, backend=b)),
+                             args, device))
     return rows
 
 
