@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/isa.h"
 #include "cpu/cross_scan_dispatch.h"
 
 namespace hands3c {
@@ -11,23 +12,7 @@ namespace cpu {
 
 namespace {
 
-enum class Isa { kAvx512, kAvx2, kBaseline };
-
-Isa detect_isa() {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-#endif
-  return Isa::kBaseline;
-}
-
-Isa cpu_isa() {
-  static const Isa isa = detect_isa();
-  return isa;
-}
+Isa cpu_isa() { return best_isa(); }
 
 constexpr int64_t kLanes = 16;
 constexpr int64_t kCkpt = 64;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/isa.h"
 #include "cpu/selective_scan_dispatch.h"
 
 namespace hands3c {
@@ -30,23 +31,10 @@ constexpr int64_t kMaxState = 64;
 // blocks (its lane reduction is shared by them).
 constexpr int64_t kTargetTasks = 64;
 
-enum class Isa { kAvx512, kAvx2, kBaseline };
-
-Isa detect_isa() {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-#endif
-  return Isa::kBaseline;
-}
-
 // The best supported build, or the one named by HANDS3C_SS_ISA (avx512 / avx2 / baseline; the
 // tests use it to check that every build gives the same numbers).
 Isa pick_isa() {
-  static const Isa best = detect_isa();
+  const Isa best = best_isa();
   const char* env = std::getenv("HANDS3C_SS_ISA");
   if (env == nullptr || *env == '\0') return best;
   const std::string want(env);
