@@ -43,6 +43,8 @@ def _parse(argv):
                    help="also time the published path's backward on the spatial branch (autograd "
                         "through mamba-ssm's Python loop: about 5 minutes at B=2, timed once, SPEC §5); "
                         "the channel branch's (L=16384) takes hours and is never timed on CPU")
+    p.add_argument("--mano-model-path", default=None,
+                   help="MANO_RIGHT.pkl for the model suite (default: placeholder MANO buffers, same cost)")
     p.add_argument("--out", default="benchmarks/results", help="folder for results.json and speedups.png")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)

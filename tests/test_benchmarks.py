@@ -55,3 +55,27 @@ def test_check_refuses_a_wrong_backend():
     suites._check("case", "cpu", want + 1e-5, want)  # within SPEC §4 float32
     with pytest.raises(RuntimeError, match="refusing to benchmark a wrong kernel"):
         suites._check("case", "cpu", want + 0.1, want)
+
+
+def test_main_job_runs_end_to_end(tmp_path):
+    """`python -m benchmarks` (the README's first command runs it) at the smallest settings: every
+    suite checks the fused backend against the reference, then times it; the JSON and the chart
+    are written."""
+    import json
+    import subprocess
+
+    out = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--suites", "ops,block,model", "--batch", "1",
+                        "--model-batches", "1", "--train-batch", "1", "--input-size", "224", "--runs", "1",
+                        "--warmup", "0", "--no-progress", "--out", str(out)],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Warning" not in r.stderr, r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    timed = {(row["name"], row["backend"]) for row in res["rows"] if row["median_s"] == row["median_s"]}
+    for name in ("cross-scan spatial B=1 D=512 32x32 fwd", "cross-scan channel B=1 D=32 512x32 fwd",
+                 "S3C block B=1 256x28x28 fwd", "HandS3C inference 224px B=1", "HandS3C training step 224px B=1"):
+        assert (name, "cpu") in timed, (name, sorted(timed))
+    assert ("HandS3C inference 224px B=1", "reference") in timed
+    assert (out / "speedups.png").stat().st_size > 0
+    assert "training step [cpu] vs reference forward alone" in res["extra"]
