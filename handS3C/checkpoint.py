@@ -103,7 +103,7 @@ def read_published_state_dict(path: Union[str, os.PathLike], trust_file: bool = 
 
     Accepts a published snapshot (a dict with ``'network'``) or a bare state dict (str keys,
     tensor values).  ``FileNotFoundError`` for a missing file, ``ValueError`` (naming the path)
-    for anything that is not a checkpoint.
+    for anything that is not a checkpoint or holds NaN/infinite values.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -125,6 +125,12 @@ def read_published_state_dict(path: Union[str, os.PathLike], trust_file: bool = 
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(f"{path}: state dict entries that are not tensors: {bad[:10]}")
+    # NaN/inf weights or statistics mean a corrupt (or diverged) snapshot: loading them would
+    # make every output NaN without saying why.
+    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise ValueError(f"{path}: state dict entries with NaN or infinite values (a corrupt or diverged "
+                         f"snapshot): {nonfinite[:10]}" + (f" and {len(nonfinite) - 10} more" if len(nonfinite) > 10 else ""))
     return dict(sd), (int(epoch) if isinstance(epoch, int) else None)
 
 

@@ -194,6 +194,16 @@ def test_file_errors(source, tmp_path):
     torch.save({"network": {"backbone.toplayer.bias": [1.0, 2.0]}}, notens)
     with pytest.raises(ValueError, match="backbone.toplayer.bias"):
         load_published_checkpoint(model, notens)
+    nan = tmp_path / "diverged.pth"
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["S3C.self_attention.A_logs"][3, 2] = float("nan")
+    sd["regressor.hand_regHead.fc.0.block.0.bias"][0] = float("inf")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save({"network": sd, "epoch": 3}, nan)
+    with pytest.raises(ValueError, match=r"diverged.pth.*NaN or infinite.*S3C.self_attention.A_logs") as ei:
+        load_published_checkpoint(model, nan, strict=False)
+    assert "regressor.hand_regHead.fc.0.block.0.bias" in str(ei.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing was loaded
 
 
 def test_unsafe_pickle_needs_trust(source, tmp_path):
