@@ -6,7 +6,7 @@ from conftest import devices_for_test
 from handS3C import ops, reference
 from tolerances import assert_close, out_tol, weight_tol
 
-SHAPES = [(3, 1), (2, 5, 7), (2, 4, 6, 64), (1, 9, 7, 33), (2, 32, 32, 512)]
+SHAPES = [(3, 1), (2, 5, 7), (2, 4, 6, 64), (1, 9, 7, 33), (2, 3, 20, 24), (2, 32, 32, 512)]
 
 
 def make(shape, zdtype=torch.float32, device="cpu", seed=0):

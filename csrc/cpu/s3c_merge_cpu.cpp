@@ -42,8 +42,8 @@ namespace {
 
 namespace hm = hands3c::math;
 
-constexpr int64_t kG = 16;             // rows per tile
-constexpr int64_t kRowsPerBlock = 64;  // rows per weight-gradient partial (a multiple of kG)
+constexpr int64_t kG = 16;             // rows per tile (at most)
+constexpr int64_t kTilesPerBlock = 4;  // tiles per weight-gradient partial
 
 // Offsets of every row (all dimensions but the last) of a strided tensor.
 std::vector<int64_t> row_offsets(const at::Tensor& t) {
@@ -73,25 +73,63 @@ struct Rows {
   int64_t sc;
 };
 
-// tile[j*C + c] = src(r0 + j, c) as float, j < g.  Unit-stride channels: copy row by row.
+// tile[j*C + c] = src(rows[j], c) as float, j < g.  Unit-stride channels: copy row by row.
 // Otherwise channel outer, row inner: the rows of a tile are usually adjacent in memory
 // (y_spatial's width), so each channel reads one short contiguous run.
 template <typename T>
-inline void gather_tile(const Rows<T>& src, int64_t r0, int64_t g, int64_t C, float* tile) {
-  const int64_t* off = src.off + r0;
+inline void gather_tile(const Rows<T>& src, const int64_t* rows, int64_t g, int64_t C, float* tile) {
   if (src.sc == 1) {
     for (int64_t j = 0; j < g; ++j) {
-      const T* s = src.base + off[j];
+      const T* s = src.base + src.off[rows[j]];
       float* t = tile + j * C;
       HS3C_SIMD
       for (int64_t c = 0; c < C; ++c) t[c] = static_cast<float>(s[c]);
     }
   } else {
+    int64_t off[kG];
+    for (int64_t j = 0; j < g; ++j) off[j] = src.off[rows[j]];
     for (int64_t c = 0; c < C; ++c) {
       const T* s = src.base + c * src.sc;
       for (int64_t j = 0; j < g; ++j) tile[j * C + c] = static_cast<float>(s[off[j]]);
     }
   }
+}
+
+// The rows (row-major ids over all dimensions but the last) in processing order, cut into
+// tiles: tile t is rows[start[t] .. start[t+1]).  With row dimensions (..., H, W), W >= 8, a
+// tile is up to kG consecutive w at one h, and one block of w is visited for every h before the
+// next: the channel branch's layout (adjacent along h) then finds the cache lines it gathered
+// for one tile again in the next instead of after a whole image row of tiles.  Otherwise
+// tiles are kG consecutive rows.  The plan depends on the shape only (so does the backward's
+// reduction order).
+struct TilePlan {
+  std::vector<int64_t> rows, start;
+  int64_t ntiles() const { return static_cast<int64_t>(start.size()) - 1; }
+};
+
+TilePlan plan_tiles(const at::Tensor& t, int64_t M) {
+  TilePlan p;
+  p.rows.reserve(M);
+  p.start.push_back(0);
+  const int64_t nd = t.dim();
+  const int64_t W = nd >= 3 ? t.size(nd - 2) : 1, H = nd >= 3 ? t.size(nd - 3) : 1;
+  if (nd >= 3 && W >= 8) {
+    const int64_t outer = M / (H * W);
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t w0 = 0; w0 < W; w0 += kG) {
+        const int64_t g = std::min(kG, W - w0);
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t j = 0; j < g; ++j) p.rows.push_back((o * H + h) * W + w0 + j);
+          p.start.push_back(static_cast<int64_t>(p.rows.size()));
+        }
+      }
+  } else {
+    for (int64_t r = 0; r < M; ++r) {
+      p.rows.push_back(r);
+      if ((r + 1) % kG == 0 || r + 1 == M) p.start.push_back(r + 1);
+    }
+  }
+  return p;
 }
 
 // One row of the forward: x (= y_spatial + y_channel on return) -> out, mean, rstd.
@@ -178,7 +216,8 @@ std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const 
   float* pm = mean.data_ptr<float>();
   float* pr = rstd.data_ptr<float>();
   const float feps = static_cast<float>(eps);
-  const int64_t ntiles = (M + kG - 1) / kG;
+  const TilePlan plan = plan_tiles(y_spatial, M);
+  const int64_t ntiles = plan.ntiles();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "s3c_merge_fwd", [&] {
     const Rows<scalar_t> Z{z.data_ptr<scalar_t>(), offz.data(), z.stride(-1)};
@@ -186,13 +225,15 @@ std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const 
       std::vector<float> buf(3 * kG * C);
       float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r0 = t * kG, g = std::min(kG, M - r0);
-        gather_tile(S, r0, g, C, xs);
-        gather_tile(Ch, r0, g, C, xc);
-        gather_tile(Z, r0, g, C, zt);
-        for (int64_t j = 0; j < g; ++j)
-          merge_row_fwd(xs + j * C, xc + j * C, zt + j * C, pw, pb, C, feps, po + (r0 + j) * C, pm + r0 + j,
-                        pr + r0 + j);
+        const int64_t* rows = plan.rows.data() + plan.start[t];
+        const int64_t g = plan.start[t + 1] - plan.start[t];
+        gather_tile(S, rows, g, C, xs);
+        gather_tile(Ch, rows, g, C, xc);
+        gather_tile(Z, rows, g, C, zt);
+        for (int64_t j = 0; j < g; ++j) {
+          const int64_t r = rows[j];
+          merge_row_fwd(xs + j * C, xc + j * C, zt + j * C, pw, pb, C, feps, po + r * C, pm + r, pr + r);
+        }
       }
     });
   });
@@ -210,7 +251,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
   const auto contig = y_spatial.options().memory_format(at::MemoryFormat::Contiguous);
   auto dy = at::empty(y_spatial.sizes(), contig);
   auto dz = at::empty(z.sizes(), z.options().memory_format(at::MemoryFormat::Contiguous));
-  const int64_t nblocks = (M + kRowsPerBlock - 1) / kRowsPerBlock;
+  const TilePlan plan = plan_tiles(y_spatial, M);
+  const int64_t ntiles = plan.ntiles();
+  const int64_t nblocks = (ntiles + kTilesPerBlock - 1) / kTilesPerBlock;
   auto partial = at::zeros({nblocks, 2, C}, y_spatial.options());
   auto dweight = at::zeros({C}, y_spatial.options());
   auto dbias = at::zeros({C}, y_spatial.options());
@@ -239,18 +282,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
       for (int64_t blk = b0; blk < b1; ++blk) {
         float* dw = ppart + blk * 2 * C;
         float* db = dw + C;
-        const int64_t rend = std::min(M, (blk + 1) * kRowsPerBlock);
-        for (int64_t r0 = blk * kRowsPerBlock; r0 < rend; r0 += kG) {
-          const int64_t g = std::min(kG, rend - r0);
-          gather_tile(S, r0, g, C, xs);
-          gather_tile(Ch, r0, g, C, xc);
-          gather_tile(Z, r0, g, C, zt);
+        const int64_t tend = std::min(ntiles, (blk + 1) * kTilesPerBlock);
+        for (int64_t t = blk * kTilesPerBlock; t < tend; ++t) {
+          const int64_t* rows = plan.rows.data() + plan.start[t];
+          const int64_t g = plan.start[t + 1] - plan.start[t];
+          gather_tile(S, rows, g, C, xs);
+          gather_tile(Ch, rows, g, C, xc);
+          gather_tile(Z, rows, g, C, zt);
           for (int64_t j = 0; j < g; ++j) {
             float* x = xs + j * C;
             const float* yc = xc + j * C;
             HS3C_SIMD
             for (int64_t c = 0; c < C; ++c) x[c] += yc[c];
-            const int64_t r = r0 + j;
+            const int64_t r = rows[j];
             // float z: dz is written in place; half/bfloat16: through a float row, then converted
             float* dzf = std::is_same_v<scalar_t, float> ? reinterpret_cast<float*>(pdz) + r * C : dzrow;
             merge_row_bwd(x, zt + j * C, pd + r * C, pw, pb, C, pm[r], pr[r], xh, dxh, pdy + r * C, dzf, dw, db);
