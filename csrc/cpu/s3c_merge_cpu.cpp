@@ -132,16 +132,28 @@ TilePlan plan_tiles(const at::Tensor& t, int64_t M) {
   return p;
 }
 
-// One row of the forward: x (= y_spatial + y_channel on return) -> out, mean, rstd.
+// Loads tile t of the plan for forward and backward alike: x = y_spatial + y_channel into xs
+// (xc is scratch) and z into zt, each (g x C).  Returns g; *rows points at the tile's row ids.
+template <typename T>
+int64_t load_tile(const TilePlan& plan, int64_t t, const Rows<float>& S, const Rows<float>& Ch, const Rows<T>& Z,
+                  int64_t C, float* xs, float* xc, float* zt, const int64_t** rows) {
+  *rows = plan.rows.data() + plan.start[t];
+  const int64_t g = plan.start[t + 1] - plan.start[t];
+  gather_tile(S, *rows, g, C, xs);
+  gather_tile(Ch, *rows, g, C, xc);
+  HS3C_SIMD
+  for (int64_t i = 0; i < g * C; ++i) xs[i] += xc[i];
+  gather_tile(Z, *rows, g, C, zt);
+  return g;
+}
+
+// One row of the forward: x = y_spatial + y_channel -> out, mean, rstd.
 HS3C_MERGE_CLONES
-void merge_row_fwd(float* x, const float* yc, const float* z, const float* w, const float* b, int64_t C,
-                   float eps, float* out, float* mean, float* rstd) {
+void merge_row_fwd(const float* x, const float* z, const float* w, const float* b, int64_t C, float eps,
+                   float* out, float* mean, float* rstd) {
   double sum = 0.0;
   HS3C_SIMD_SUM1(sum)
-  for (int64_t c = 0; c < C; ++c) {
-    x[c] += yc[c];
-    sum += x[c];
-  }
+  for (int64_t c = 0; c < C; ++c) sum += x[c];
   const float mu = static_cast<float>(sum / C);
   double var = 0.0;
   HS3C_SIMD_SUM1(var)
@@ -225,14 +237,11 @@ std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const 
       std::vector<float> buf(3 * kG * C);
       float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t* rows = plan.rows.data() + plan.start[t];
-        const int64_t g = plan.start[t + 1] - plan.start[t];
-        gather_tile(S, rows, g, C, xs);
-        gather_tile(Ch, rows, g, C, xc);
-        gather_tile(Z, rows, g, C, zt);
+        const int64_t* rows;
+        const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, &rows);
         for (int64_t j = 0; j < g; ++j) {
           const int64_t r = rows[j];
-          merge_row_fwd(xs + j * C, xc + j * C, zt + j * C, pw, pb, C, feps, po + r * C, pm + r, pr + r);
+          merge_row_fwd(xs + j * C, zt + j * C, pw, pb, C, feps, po + r * C, pm + r, pr + r);
         }
       }
     });
@@ -284,16 +293,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
         float* db = dw + C;
         const int64_t tend = std::min(ntiles, (blk + 1) * kTilesPerBlock);
         for (int64_t t = blk * kTilesPerBlock; t < tend; ++t) {
-          const int64_t* rows = plan.rows.data() + plan.start[t];
-          const int64_t g = plan.start[t + 1] - plan.start[t];
-          gather_tile(S, rows, g, C, xs);
-          gather_tile(Ch, rows, g, C, xc);
-          gather_tile(Z, rows, g, C, zt);
+          const int64_t* rows;
+          const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, &rows);
           for (int64_t j = 0; j < g; ++j) {
-            float* x = xs + j * C;
-            const float* yc = xc + j * C;
-            HS3C_SIMD
-            for (int64_t c = 0; c < C; ++c) x[c] += yc[c];
+            const float* x = xs + j * C;
             const int64_t r = rows[j];
             // float z: dz is written in place; half/bfloat16: through a float row, then converted
             float* dzf = std::is_same_v<scalar_t, float> ? reinterpret_cast<float*>(pdz) + r * C : dzrow;
