@@ -92,10 +92,14 @@ setup(
     package_dir={"handS3C.triton_kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    install_requires=["torch>=2.6", "numpy>=1.24", "einops>=0.7", "safetensors>=0.4"],
+    entry_points={"console_scripts": ["hands3c = handS3C.cli:main"]},
+    install_requires=["torch>=2.6", "numpy>=1.24", "einops>=0.7", "safetensors>=0.4", "tqdm>=4.60",
+                      "pillow>=9", "opencv-python-headless>=4.8", "matplotlib>=3.6"],
     extras_require={
         "triton": ["triton>=3.2"],
         "bench": ["tqdm", "matplotlib"],
+        "train": ["tensorboard"],
+        "export": ["onnx", "onnxscript", "onnxruntime"],
         "test": ["pytest", "hypothesis", "pytest-benchmark", "onnx", "onnxruntime", "scipy", "mambapy"],
     },
 )

@@ -5,7 +5,7 @@ Public API: :mod:`handS3C.ops` (``selective_scan_fn``, ``cross_scan_selective_sc
 :func:`load_published_checkpoint`, and :mod:`handS3C.reference` (the published path).
 """
 from . import _ext, ops, reference  # noqa: F401
-from .checkpoint import CheckpointMismatchError, load_published_checkpoint
+from .model.checkpoint import CheckpointMismatchError, load_published_checkpoint
 from .model import HandS3C
 from .modules import S3CBlock
 from .ops import cross_scan_selective_scan, s3c_merge, selective_scan_fn

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from handS3C.checkpoint import CheckpointLoadReport, CheckpointMismatchError, load_published_checkpoint
+from handS3C.model.checkpoint import CheckpointLoadReport, CheckpointMismatchError, load_published_checkpoint
 from handS3C.model import HandS3C
 from model_helpers import make_model, write_fake_mano
 

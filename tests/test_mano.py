@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from handS3C.mano import ManoLayer, load_mano_pickle
-from handS3C.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
+from handS3C.model.mano import ManoLayer, load_mano_pickle
+from handS3C.model.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
 from model_helpers import MANO_PARENTS, write_fake_mano
 
 # Right-hand fingertip vertices (thumb, index, middle, ring, pinky), as in manopth; written out

@@ -20,9 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
-from handS3C.mano import ManoLayer, load_mano_pickle
+from handS3C.model.mano import ManoLayer, load_mano_pickle
 from handS3C.model import LOSS_WEIGHTS, FPNBackbone, HandS3C, load_torchvision_resnet50
-from handS3C.rotations import axis_angle_to_matrix
+from handS3C.model.rotations import axis_angle_to_matrix
 from model_helpers import fast_reference_scan, make_batch, make_model, write_fake_mano
 from tolerances import assert_close, out_tol
 

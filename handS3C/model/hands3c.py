@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..mano import ManoLayer
+from .mano import ManoLayer
 from ..modules import S3CBlock
 from ..ops._backend import BACKENDS
-from ..rotations import axis_angle_to_matrix
+from .rotations import axis_angle_to_matrix
 from .backbone import FPNBackbone, load_torchvision_resnet50
 from .heads import Regressor, init_regressor_weights
 
@@ -48,7 +48,7 @@ class HandS3C(nn.Module):
 
     Submodule names (``backbone``, ``S3C``, ``regressor.hand_regHead``, ``regressor.hand_Encoder``,
     ``regressor.mano_regHead``) and the state_dict keys/shapes are exactly the published
-    model's, so published checkpoints load (see :func:`handS3C.checkpoint.load_published_checkpoint`).
+    model's, so published checkpoints load (see :func:`handS3C.model.checkpoint.load_published_checkpoint`).
 
     The regressor starts from the published training init (conv N(0, 1e-3), Linear N(0, 1e-2),
     zero biases), the ResNet from Kaiming init (or ``backbone_weights``), the S3C block from

@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..mano import ManoLayer
-from ..rotations import matrix_to_axis_angle, rot6d_to_matrix
+from .mano import ManoLayer
+from .rotations import matrix_to_axis_angle, rot6d_to_matrix
 
 __all__ = ["PreActBottleneck", "Hourglass", "HandRegHead", "EncoderResidual", "HandEncoder", "ManoRegHead",
            "Regressor", "init_regressor_weights"]
