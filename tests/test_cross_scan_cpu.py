@@ -153,6 +153,25 @@ def test_backward_is_deterministic_across_thread_counts():
             assert torch.equal(x, y)
 
 
+def test_every_instruction_set_build_agrees(monkeypatch):
+    """HANDS3C_CPU_ISA picks the cross scan's build too: every build the CPU runs gives the same numbers."""
+    isa = torch.ops.hands3c.cpu_isa()
+    builds = {"avx512": ["avx512", "avx2", "baseline"], "avx2": ["avx2", "baseline"]}.get(isa, ["baseline"])
+    args = make_inputs(2, 19, 9, 11, 16, 4, seed=13)
+    g = torch.randn(2, 19, 9, 11, generator=torch.Generator().manual_seed(14))
+    results = {}
+    for name in builds:
+        monkeypatch.setenv("HANDS3C_CPU_ISA", name)
+        assert torch.ops.hands3c.cpu_isa() == name
+        leaves = [a.clone().requires_grad_(True) for a in args]
+        out = ops.cross_scan_selective_scan(*leaves, backend="cpu")
+        results[name] = (out,) + torch.autograd.grad((out * g).sum(), leaves)
+    for name in builds[1:]:
+        for x, y in zip(results[builds[0]], results[name]):
+            scale = max(1.0, y.abs().max().item())
+            assert torch.allclose(x / scale, y / scale, rtol=1e-5, atol=1e-5), name
+
+
 @pytest.mark.filterwarnings("ignore:Input #.* is not a double precision")
 def test_gradcheck_tiny():
     """Finite differences on a tiny case.  The kernels compute in float32 by contract (no

@@ -283,13 +283,13 @@ def test_backward_is_deterministic_across_thread_counts(bform, G):
 
 
 def test_every_instruction_set_build_agrees(monkeypatch):
-    """The avx512 / avx2 / baseline builds of the kernels (HANDS3C_SS_ISA) give the same numbers."""
+    """The avx512 / avx2 / baseline builds of the kernels (HANDS3C_CPU_ISA) give the same numbers."""
     isa = torch.ops.hands3c.cpu_isa()
     builds = {"avx512": ["avx512", "avx2", "baseline"], "avx2": ["avx2", "baseline"]}.get(isa, ["baseline"])
     inputs = make_inputs(2, 40, 130, 16, bform="group", G=2, seed=11)
     results = {}
     for name in builds:
-        monkeypatch.setenv("HANDS3C_SS_ISA", name)
+        monkeypatch.setenv("HANDS3C_CPU_ISA", name)
         outs, grads = run_case(inputs)
         results[name] = [outs[0]] + list(grads.values())
     for name in builds[1:]:
@@ -300,8 +300,8 @@ def test_every_instruction_set_build_agrees(monkeypatch):
 
 def test_isa_override_rejects_unknown_names(monkeypatch):
     inputs = make_inputs(1, 2, 3, 1)
-    monkeypatch.setenv("HANDS3C_SS_ISA", "sse9")
-    with pytest.raises(ValueError, match="HANDS3C_SS_ISA"):
+    monkeypatch.setenv("HANDS3C_CPU_ISA", "sse9")
+    with pytest.raises(ValueError, match="HANDS3C_CPU_ISA"):
         ops.selective_scan_fn(**inputs, backend="cpu")
 
 

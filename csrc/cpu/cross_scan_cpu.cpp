@@ -12,7 +12,8 @@ namespace cpu {
 
 namespace {
 
-Isa cpu_isa() { return best_isa(); }
+using xs::CrossScanArgs;
+using xs::CrossScanGrads;
 
 constexpr int64_t kLanes = 16;
 constexpr int64_t kCkpt = 64;
@@ -107,10 +108,10 @@ std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor&
   auto ckpt = at::empty({B, 4, D, (L + kCkpt - 1) / kCkpt, N}, u.options());
   const auto dbl_scan = to_scan_order(dbl, P, Q);
   const auto s = make_args(u3, P, Q, dbl_scan, dtw, dtb, alog, ds);
-  switch (cpu_isa()) {
-    case Isa::kAvx512: cross_scan_forward_avx512(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
-    case Isa::kAvx2: cross_scan_forward_avx2(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
-    default: cross_scan_forward_baseline(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
+  switch (selected_isa()) {
+    case Isa::kAvx512: xs::forward_avx512(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
+    case Isa::kAvx2: xs::forward_avx2(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
+    default: xs::forward_baseline(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
   }
   return {out, dbl, ckpt};
 }
@@ -151,10 +152,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
   g.ddbl_part = ddbl_part.data_ptr<float>(); g.dw_part = dw_part.data_ptr<float>();
   g.db_part = db_part.data_ptr<float>(); g.dalog_part = dalog_part.data_ptr<float>();
   g.dds_part = dds_part.data_ptr<float>(); g.ngroups = ngroups; g.blocks_per_group = bpg;
-  switch (cpu_isa()) {
-    case Isa::kAvx512: cross_scan_backward_avx512(s, g); break;
-    case Isa::kAvx2: cross_scan_backward_avx2(s, g); break;
-    default: cross_scan_backward_baseline(s, g); break;
+  switch (selected_isa()) {
+    case Isa::kAvx512: xs::backward_avx512(s, g); break;
+    case Isa::kAvx2: xs::backward_avx2(s, g); break;
+    default: xs::backward_baseline(s, g); break;
   }
 
   // Fixed-order reductions (group partials, then batch) keep the result independent of the
@@ -183,20 +184,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
 
 double state_update_peak_rate(int64_t steps) {
   TORCH_CHECK(steps > 0, "state_update_peak_rate: steps must be positive, got ", steps);
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return state_update_peak_avx512(steps);
-    case Isa::kAvx2: return state_update_peak_avx2(steps);
-    default: return state_update_peak_baseline(steps);
+  switch (selected_isa()) {
+    case Isa::kAvx512: return xs::state_update_peak_avx512(steps);
+    case Isa::kAvx2: return xs::state_update_peak_avx2(steps);
+    default: return xs::state_update_peak_baseline(steps);
   }
 }
 
-std::string cpu_isa_name() {
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "baseline";
-  }
-}
+std::string cpu_isa_name() { return isa_name(selected_isa()); }
 
 }  // namespace cpu
 }  // namespace hands3c

@@ -1,11 +1,13 @@
 // Argument blocks of the cross-scan CPU kernels and the per-ISA entry points
-// (cross_scan_isa_*.cpp), shared with the dispatcher in cross_scan_cpu.cpp.
+// (cross_scan_isa_*.cpp), shared with the dispatcher in cross_scan_cpu.cpp.  Named like the
+// selective scan's (selective_scan_dispatch.h): xs::forward_<isa>, xs::backward_<isa>.
 #pragma once
 
 #include <cstdint>
 
 namespace hands3c {
 namespace cpu {
+namespace xs {
 
 struct CrossScanArgs {
   int64_t B, D, P, Q, L, R, N, C;     // C = R + 2N
@@ -29,15 +31,16 @@ struct CrossScanGrads {
   int64_t ngroups, blocks_per_group;
 };
 
-void cross_scan_forward_avx512(const CrossScanArgs& s, float* out, float* ckpt);
-void cross_scan_forward_avx2(const CrossScanArgs& s, float* out, float* ckpt);
-void cross_scan_forward_baseline(const CrossScanArgs& s, float* out, float* ckpt);
-void cross_scan_backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g);
-void cross_scan_backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g);
-void cross_scan_backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g);
+void forward_avx512(const CrossScanArgs& s, float* out, float* ckpt);
+void forward_avx2(const CrossScanArgs& s, float* out, float* ckpt);
+void forward_baseline(const CrossScanArgs& s, float* out, float* ckpt);
+void backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g);
+void backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g);
+void backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g);
 double state_update_peak_avx512(int64_t steps);
 double state_update_peak_avx2(int64_t steps);
 double state_update_peak_baseline(int64_t steps);
 
+}  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c

@@ -17,18 +17,20 @@
 #define HS3C_TARGET_PUSHED 1
 #endif
 
-#define HS3C_ISA_NAMESPACE isa_avx2
+#define HS3C_ISA_NAMESPACE xs_isa_avx2
 #include "cpu/cross_scan_kernel.h"
 
 namespace hands3c {
 namespace cpu {
-void cross_scan_forward_avx2(const CrossScanArgs& s, float* out, float* ckpt) {
-  isa_avx2::forward(s, out, ckpt);
+namespace xs {
+void forward_avx2(const CrossScanArgs& s, float* out, float* ckpt) {
+  xs_isa_avx2::forward(s, out, ckpt);
 }
-void cross_scan_backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g) {
-  isa_avx2::backward(s, g);
+void backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g) {
+  xs_isa_avx2::backward(s, g);
 }
-double state_update_peak_avx2(int64_t steps) { return isa_avx2::state_update_peak(steps); }
+double state_update_peak_avx2(int64_t steps) { return xs_isa_avx2::state_update_peak(steps); }
+}  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c
 

@@ -17,18 +17,20 @@
 #define HS3C_TARGET_PUSHED 1
 #endif
 
-#define HS3C_ISA_NAMESPACE isa_avx512
+#define HS3C_ISA_NAMESPACE xs_isa_avx512
 #include "cpu/cross_scan_kernel.h"
 
 namespace hands3c {
 namespace cpu {
-void cross_scan_forward_avx512(const CrossScanArgs& s, float* out, float* ckpt) {
-  isa_avx512::forward(s, out, ckpt);
+namespace xs {
+void forward_avx512(const CrossScanArgs& s, float* out, float* ckpt) {
+  xs_isa_avx512::forward(s, out, ckpt);
 }
-void cross_scan_backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g) {
-  isa_avx512::backward(s, g);
+void backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g) {
+  xs_isa_avx512::backward(s, g);
 }
-double state_update_peak_avx512(int64_t steps) { return isa_avx512::state_update_peak(steps); }
+double state_update_peak_avx512(int64_t steps) { return xs_isa_avx512::state_update_peak(steps); }
+}  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c
 

@@ -17,18 +17,20 @@
 #define HS3C_TARGET_PUSHED 1
 #endif
 
-#define HS3C_ISA_NAMESPACE isa_baseline
+#define HS3C_ISA_NAMESPACE xs_isa_baseline
 #include "cpu/cross_scan_kernel.h"
 
 namespace hands3c {
 namespace cpu {
-void cross_scan_forward_baseline(const CrossScanArgs& s, float* out, float* ckpt) {
-  isa_baseline::forward(s, out, ckpt);
+namespace xs {
+void forward_baseline(const CrossScanArgs& s, float* out, float* ckpt) {
+  xs_isa_baseline::forward(s, out, ckpt);
 }
-void cross_scan_backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g) {
-  isa_baseline::backward(s, g);
+void backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g) {
+  xs_isa_baseline::backward(s, g);
 }
-double state_update_peak_baseline(int64_t steps) { return isa_baseline::state_update_peak(steps); }
+double state_update_peak_baseline(int64_t steps) { return xs_isa_baseline::state_update_peak(steps); }
+}  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c
 

@@ -30,6 +30,8 @@ namespace cpu {
 namespace HS3C_ISA_NAMESPACE {
 
 namespace hm = hands3c::math;
+using xs::CrossScanArgs;
+using xs::CrossScanGrads;
 
 constexpr int kLanes = 16;           // channels per task (one AVX-512 register of floats)
 constexpr int kCkpt = 64;            // steps between stored states (the backward's chunk)

@@ -22,31 +22,14 @@ namespace {
 
 using ss::DType;
 
-constexpr int64_t kLanes = 16;         // channels per block (kW in the kernel)
-constexpr int64_t kChunk = 64;         // checkpoint stride (kT in the kernel)
+constexpr int64_t kLanes = 16;         // channels per block (kLanes in the kernel)
+constexpr int64_t kCkpt = 64;          // checkpoint stride (kCkpt in the kernel)
 constexpr int64_t kMaxState = 64;
 // Backward tasks aimed for when a group's channels are split into slices.  A constant, not the
 // thread count: the slices fix the order of the dB/dC sums, so results are bitwise identical on
 // any number of threads.  64 keeps a many-core machine busy while a slice still spans several
 // blocks (its lane reduction is shared by them).
 constexpr int64_t kTargetTasks = 64;
-
-// The best supported build, or the one named by HANDS3C_SS_ISA (avx512 / avx2 / baseline; the
-// tests use it to check that every build gives the same numbers).
-Isa pick_isa() {
-  const Isa best = best_isa();
-  const char* env = std::getenv("HANDS3C_SS_ISA");
-  if (env == nullptr || *env == '\0') return best;
-  const std::string want(env);
-  Isa isa;
-  if (want == "baseline") isa = Isa::kBaseline;
-  else if (want == "avx2") isa = Isa::kAvx2;
-  else if (want == "avx512") isa = Isa::kAvx512;
-  else TORCH_CHECK_VALUE(false, "HANDS3C_SS_ISA must be avx512, avx2 or baseline, got '", want, "'");
-  TORCH_CHECK(static_cast<int>(isa) >= static_cast<int>(best), "HANDS3C_SS_ISA=", want,
-              " is not supported by this CPU");
-  return isa;
-}
 
 DType dtype_of(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -199,7 +182,7 @@ ss::Problem make_problem(const at::Tensor& u, const at::Tensor& delta, const at:
   p.dim = u.size(1);
   p.L = u.size(2);
   p.N = A_c.size(1);
-  p.nchunks = (p.L + kChunk - 1) / kChunk;
+  p.nchunks = (p.L + kCkpt - 1) / kCkpt;
   p.u = view3(u);
   p.delta = view3(delta);
   if (z.has_value()) p.z = view3(*z);
@@ -265,7 +248,7 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Ten
                                                       bool delta_softplus) {
   check_args("selective_scan_fwd", u, delta, A, B, C, D, z, delta_bias);
   const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2), N = A.size(1);
-  const int64_t nchunks = (L + kChunk - 1) / kChunk;
+  const int64_t nchunks = (L + kCkpt - 1) / kCkpt;
   const auto A_c = A.contiguous();
   const at::Tensor D_c = D.has_value() ? D->contiguous() : at::Tensor();
   const at::Tensor db_c = delta_bias.has_value() ? delta_bias->contiguous() : at::Tensor();
@@ -282,7 +265,7 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Ten
   o.out = out3(out);
   o.last = last.data_ptr<float>();
   o.ckpt = ckpt.data_ptr<float>();
-  switch (pick_isa()) {
+  switch (selected_isa()) {
     case Isa::kAvx512: ss::forward_avx512(p, ps.plan, o); break;
     case Isa::kAvx2: ss::forward_avx2(p, ps.plan, o); break;
     default: ss::forward_baseline(p, ps.plan, o); break;
@@ -297,7 +280,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   const char* op = "selective_scan_bwd";
   check_args(op, u, delta, A, B, C, D, z, delta_bias);
   const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2), N = A.size(1);
-  const int64_t nchunks = (L + kChunk - 1) / kChunk;
+  const int64_t nchunks = (L + kCkpt - 1) / kCkpt;
   TORCH_CHECK(dout.device().is_cpu() && checkpoints.device().is_cpu(), op, ": dout and checkpoints must be CPU tensors");
   TORCH_CHECK_VALUE(dout.sizes() == u.sizes(), op, ": dout must have u's shape ", u.sizes(), ", got ", dout.sizes());
   TORCH_CHECK_TYPE(dout.scalar_type() == u.scalar_type(), op, ": dout must have u's dtype");
@@ -345,7 +328,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   io.dA_part = dA_part.data_ptr<float>();
   io.dD_part = dD_part.data_ptr<float>();
   io.dbias_part = db_part.data_ptr<float>();
-  switch (pick_isa()) {
+  switch (selected_isa()) {
     case Isa::kAvx512: ss::backward_avx512(p, ps.plan, io); break;
     case Isa::kAvx2: ss::backward_avx2(p, ps.plan, io); break;
     default: ss::backward_baseline(p, ps.plan, io); break;

@@ -16,10 +16,10 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi2")
-#define HS3C_SS_TARGET_PUSHED 1
+#define HS3C_TARGET_PUSHED 1
 #endif
 
-#define HS3C_SS_ISA ss_isa_avx2
+#define HS3C_ISA_NAMESPACE ss_isa_avx2
 #include "cpu/selective_scan_kernel.h"
 
 namespace hands3c {
@@ -31,6 +31,6 @@ void backward_avx2(const Problem& p, const Plan& plan, const BwdIO& io) { ss_isa
 }  // namespace cpu
 }  // namespace hands3c
 
-#ifdef HS3C_SS_TARGET_PUSHED
+#ifdef HS3C_TARGET_PUSHED
 #pragma GCC pop_options
 #endif

@@ -13,7 +13,7 @@
 #include "cpu/selective_scan_dispatch.h"
 #include "hands3c/scan_math.h"
 
-#define HS3C_SS_ISA ss_isa_baseline
+#define HS3C_ISA_NAMESPACE ss_isa_baseline
 #include "cpu/selective_scan_kernel.h"
 
 namespace hands3c {

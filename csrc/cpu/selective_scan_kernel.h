@@ -2,20 +2,20 @@
 // instruction sets: selective_scan_isa_*.cpp include this file inside a namespace of their own
 // under a `#pragma GCC target`, and selective_scan_cpu.cpp picks one at run time.
 //
-// Vectorisation.  A block is up to kW = 16 consecutive channels of one batch element, one
+// Vectorisation.  A block is up to kLanes = 16 consecutive channels of one batch element, one
 // channel per SIMD lane; every per-step quantity is a 16-wide float array that the compiler
 // keeps in vector registers (`HS3C_SIMD`), and the state is h[n][lane].  Vectorising across
 // channels rather than across the N states needs no horizontal reduction for
 // y_t = sum_n C_t[n] h_t[n], works the same for N = 1 as for N = 64, and lets B_t[n], C_t[n]
 // be scalar broadcasts when all lanes share one group (the usual case: G = 1).
 //
-// Memory.  Time is walked in chunks of kT = 64 steps (the checkpoint stride).  Per chunk the
-// block's u, delta, z (and dout) are packed into small position-major tiles (kT x 16 floats,
+// Memory.  Time is walked in chunks of kCkpt = 64 steps (the checkpoint stride).  Per chunk the
+// block's u, delta, z (and dout) are packed into small position-major tiles (kCkpt x 16 floats,
 // converted from half/bfloat16 here), so every input element is read exactly once, the tiles
 // stay in L1, and the inner loops read unit-stride 16-float rows.
 //
 // Backward.  Per chunk, walking the chunks from last to first: recompute the chunk's states
-// from the forward's checkpoint (the state before its first step) into a (kT+1) x N x 16 tile,
+// from the forward's checkpoint (the state before its first step) into a (kCkpt+1) x N x 16 tile,
 // then run the adjoint recurrence g_{t-1} = exp(delta_t A) (g_t + dy_t C_t) backwards through
 // it.  dB and dC are sums over the channels of a group: a task (a "slice", fixed by the shapes
 // alone) accumulates its blocks lane-wise into a chunk buffer, reduces the 16 lanes with a fixed
@@ -27,13 +27,13 @@
 // <algorithm>, <cstdlib>, <cstring>, <new>, "hands3c/scan_math.h",
 // "cpu/selective_scan_dispatch.h".
 
-#ifndef HS3C_SS_ISA
-#error "define HS3C_SS_ISA before including selective_scan_kernel.h"
+#ifndef HS3C_ISA_NAMESPACE
+#error "define HS3C_ISA_NAMESPACE before including selective_scan_kernel.h"
 #endif
 
 namespace hands3c {
 namespace cpu {
-namespace HS3C_SS_ISA {
+namespace HS3C_ISA_NAMESPACE {
 
 namespace hm = hands3c::math;
 using ss::BwdIO;
@@ -45,8 +45,8 @@ using ss::Problem;
 using ss::View3;
 using ss::View4;
 
-constexpr int kW = 16;                  // lanes (channels) per block
-constexpr int kT = 64;                  // steps per chunk = checkpoint stride
+constexpr int kLanes = 16;                  // lanes (channels) per block
+constexpr int kCkpt = 64;                  // steps per chunk = checkpoint stride
 constexpr int kNMax = hm::kMaxState;    // largest N
 
 // The per-element math of scan_math.h must be inlined into the SIMD loops to vectorise; GCC's
@@ -92,39 +92,39 @@ inline void with_type(DType t, F&& f) {
 
 inline int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 
-// tile[t*kW + j] = v[b, d0 + j, t0 + t] as float for j < nl, t < T; dead lanes get 0.
-inline void pack3(const View3& v, int64_t b, int64_t d0, int nl, int64_t t0, int64_t T, float* tile) {
+// tile[t*kLanes + j] = v[b, d0 + j, t0 + t] as float for j < nl, t < T; dead lanes get 0.
+inline void pack_tile(const View3& v, int64_t b, int64_t d0, int nl, int64_t t0, int64_t T, float* tile) {
   with_type(v.t, [&](auto tag) {
     using S = decltype(tag);
     const S* base = static_cast<const S*>(v.p) + b * v.sb + d0 * v.sd + t0 * v.sl;
     if (v.sd == 1 && v.sl != 1) {  // channel-contiguous view: read each step's lanes in a row
       for (int64_t t = 0; t < T; ++t)
-        for (int j = 0; j < nl; ++j) tile[t * kW + j] = static_cast<float>(base[t * v.sl + j]);
+        for (int j = 0; j < nl; ++j) tile[t * kLanes + j] = static_cast<float>(base[t * v.sl + j]);
     } else if (v.sl == 1) {
       for (int j = 0; j < nl; ++j) {
         const S* src = base + j * v.sd;
-        for (int64_t t = 0; t < T; ++t) tile[t * kW + j] = static_cast<float>(src[t]);
+        for (int64_t t = 0; t < T; ++t) tile[t * kLanes + j] = static_cast<float>(src[t]);
       }
     } else {
       for (int j = 0; j < nl; ++j) {
         const S* src = base + j * v.sd;
-        for (int64_t t = 0; t < T; ++t) tile[t * kW + j] = static_cast<float>(src[t * v.sl]);
+        for (int64_t t = 0; t < T; ++t) tile[t * kLanes + j] = static_cast<float>(src[t * v.sl]);
       }
     }
   });
   for (int64_t t = 0; t < T; ++t)
-    for (int j = nl; j < kW; ++j) tile[t * kW + j] = 0.f;
+    for (int j = nl; j < kLanes; ++j) tile[t * kLanes + j] = 0.f;
 }
 
-// out[b, d0 + j, t0 + t] = tile[t*kW + j] for live lanes (out is contiguous (batch, dim, L)).
-inline void unpack3(const Out3& o, int64_t dim, int64_t L, int64_t b, int64_t d0, int nl, int64_t t0,
+// out[b, d0 + j, t0 + t] = tile[t*kLanes + j] for live lanes (out is contiguous (batch, dim, L)).
+inline void unpack_tile(const Out3& o, int64_t dim, int64_t L, int64_t b, int64_t d0, int nl, int64_t t0,
                     int64_t T, const float* tile) {
   with_type(o.t, [&](auto tag) {
     using S = decltype(tag);
     S* base = static_cast<S*>(o.p) + (b * dim + d0) * L + t0;
     for (int j = 0; j < nl; ++j) {
       S* dst = base + j * L;
-      for (int64_t t = 0; t < T; ++t) dst[t] = static_cast<S>(tile[t * kW + j]);
+      for (int64_t t = 0; t < T; ++t) dst[t] = static_cast<S>(tile[t * kLanes + j]);
     }
   });
 }
@@ -143,7 +143,7 @@ inline int64_t pack_bc_scalar(const View4& v, int64_t b, int64_t g, int64_t N, i
   return v.sl == 0 ? 0 : N;
 }
 
-// B or C per lane (lanes may read different groups): dst[(t*N + n)*kW + j] = v[b, g(d0+j), n, t0+t].
+// B or C per lane (lanes may read different groups): dst[(t*N + n)*kLanes + j] = v[b, g(d0+j), n, t0+t].
 // Returns the step stride of dst in floats (0 when v does not vary in time).
 inline int64_t pack_bc_lanes(const View4& v, int64_t b, int64_t d0, int nl, int64_t N, int64_t t0, int64_t T,
                              float* dst) {
@@ -154,20 +154,20 @@ inline int64_t pack_bc_lanes(const View4& v, int64_t b, int64_t d0, int nl, int6
       const int64_t g = (d0 + j) / v.cpg;
       const S* base = static_cast<const S*>(v.p) + b * v.sb + g * v.sg + t0 * v.sl;
       for (int64_t n = 0; n < N; ++n)
-        for (int64_t t = 0; t < TT; ++t) dst[(t * N + n) * kW + j] = static_cast<float>(base[n * v.sn + t * v.sl]);
+        for (int64_t t = 0; t < TT; ++t) dst[(t * N + n) * kLanes + j] = static_cast<float>(base[n * v.sn + t * v.sl]);
     }
   });
   for (int64_t r = 0; r < TT * N; ++r)
-    for (int j = nl; j < kW; ++j) dst[r * kW + j] = 0.f;
-  return v.sl == 0 ? 0 : N * kW;
+    for (int j = nl; j < kLanes; ++j) dst[r * kLanes + j] = 0.f;
+  return v.sl == 0 ? 0 : N * kLanes;
 }
 
-// Per-lane constants of a block: a[n*kW + j] = A[d0+j, n], D and delta_bias (0 on dead lanes,
+// Per-lane constants of a block: a[n*kLanes + j] = A[d0+j, n], D and delta_bias (0 on dead lanes,
 // which then carry u = 0 and a zero state through every step).
 inline void load_lane_params(const Problem& p, int64_t d0, int nl, int64_t N, float* a, float* Dv, float* bias) {
   for (int64_t n = 0; n < N; ++n)
-    for (int j = 0; j < kW; ++j) a[n * kW + j] = j < nl ? p.A[(d0 + j) * N + n] : 0.f;
-  for (int j = 0; j < kW; ++j) {
+    for (int j = 0; j < kLanes; ++j) a[n * kLanes + j] = j < nl ? p.A[(d0 + j) * N + n] : 0.f;
+  for (int j = 0; j < kLanes; ++j) {
     Dv[j] = (p.D != nullptr && j < nl) ? p.D[d0 + j] : 0.f;
     bias[j] = (p.delta_bias != nullptr && j < nl) ? p.delta_bias[d0 + j] : 0.f;
   }
@@ -176,27 +176,27 @@ inline void load_lane_params(const Problem& p, int64_t d0, int nl, int64_t N, fl
 // In place: dt = softplus(raw + bias) (or raw + bias); sig = d dt / d raw when sig != nullptr.
 HS3C_SS_LOOPS void delta_transform(float* dt, float* sig, const float* bias, bool softplus, int64_t T) {
   for (int64_t t = 0; t < T; ++t) {
-    float* row = dt + t * kW;
+    float* row = dt + t * kLanes;
     if (softplus) {
       if (sig != nullptr) {
-        float* sr = sig + t * kW;
+        float* sr = sig + t * kLanes;
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) {
+        for (int j = 0; j < kLanes; ++j) {
           const float x = row[j] + bias[j];
           sr[j] = hm::sigmoid_f(x);
           row[j] = hm::softplus_f(x);
         }
       } else {
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) row[j] = hm::softplus_f(row[j] + bias[j]);
+        for (int j = 0; j < kLanes; ++j) row[j] = hm::softplus_f(row[j] + bias[j]);
       }
     } else {
       HS3C_SIMD
-      for (int j = 0; j < kW; ++j) row[j] += bias[j];
+      for (int j = 0; j < kLanes; ++j) row[j] += bias[j];
       if (sig != nullptr) {
-        float* sr = sig + t * kW;
+        float* sr = sig + t * kLanes;
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) sr[j] = 1.f;
+        for (int j = 0; j < kLanes; ++j) sr[j] = 1.f;
       }
     }
   }
@@ -221,47 +221,47 @@ HS3C_SS_LOOPS void gate_backward(const float* go, const float* y, const float* z
   }
 }
 
-// The scan through one chunk: h (N x kW, updated in place) over T steps.  Writes the pre-gate
-// output y (T x kW).  kKeep (the backward's recomputation): the states live in hs instead of h,
+// The scan through one chunk: h (N x kLanes, updated in place) over T steps.  Writes the pre-gate
+// output y (T x kLanes).  kKeep (the backward's recomputation): the states live in hs instead of h,
 // hs[t] being the state before step t (hs[0] set by the caller), and every decay exp(delta_t A)
 // is kept in dec.
-//   Bb/Cb: scalars [t*bst + n] (kUni) or lane rows [t*bst + n*kW]; bst = 0 when constant in time.
+//   Bb/Cb: scalars [t*bst + n] (kUni) or lane rows [t*bst + n*kLanes]; bst = 0 when constant in time.
 template <int NS, bool kUni, bool kKeep>
 HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const float* dtt, const float* a,
                               const float* Dv, const float* Bb, int64_t bst, const float* Cb, int64_t cst,
                               float* h, float* yt, float* hs, float* dec) {
   const int64_t N = NS > 0 ? NS : N_;
-  const int64_t NW = N * kW;
+  const int64_t NW = N * kLanes;
   for (int64_t t = 0; t < T; ++t) {
-    const float* u_ = ut + t * kW;
-    const float* d_ = dtt + t * kW;
-    alignas(64) float dtu[kW], y[kW];
+    const float* u_ = ut + t * kLanes;
+    const float* d_ = dtt + t * kLanes;
+    alignas(64) float dtu[kLanes], y[kLanes];
     HS3C_SIMD
-    for (int j = 0; j < kW; ++j) {
+    for (int j = 0; j < kLanes; ++j) {
       dtu[j] = d_[j] * u_[j];
       y[j] = Dv[j] * u_[j];
     }
     const float* hp = kKeep ? hs + t * NW : h;
     float* hc = kKeep ? hs + (t + 1) * NW : h;
     for (int64_t n = 0; n < N; ++n) {
-      const float* an = a + n * kW;
-      const float* hpn = hp + n * kW;
-      float* hcn = hc + n * kW;
-      float* en = kKeep ? dec + t * NW + n * kW : nullptr;
+      const float* an = a + n * kLanes;
+      const float* hpn = hp + n * kLanes;
+      float* hcn = hc + n * kLanes;
+      float* en = kKeep ? dec + t * NW + n * kLanes : nullptr;
       if constexpr (kUni) {
         const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) {
+        for (int j = 0; j < kLanes; ++j) {
           const float e = hm::exp_f(d_[j] * an[j]);
           if constexpr (kKeep) en[j] = e;
           hcn[j] = e * hpn[j] + dtu[j] * bn;
           y[j] += cn * hcn[j];
         }
       } else {
-        const float* bn = Bb + t * bst + n * kW;
-        const float* cn = Cb + t * cst + n * kW;
+        const float* bn = Bb + t * bst + n * kLanes;
+        const float* cn = Cb + t * cst + n * kLanes;
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) {
+        for (int j = 0; j < kLanes; ++j) {
           const float e = hm::exp_f(d_[j] * an[j]);
           if constexpr (kKeep) en[j] = e;
           hcn[j] = e * hpn[j] + dtu[j] * bn[j];
@@ -269,14 +269,14 @@ HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const floa
         }
       }
     }
-    float* yo = yt + t * kW;
+    float* yo = yt + t * kLanes;
     HS3C_SIMD
-    for (int j = 0; j < kW; ++j) yo[j] = y[j];
+    for (int j = 0; j < kLanes; ++j) yo[j] = y[j];
   }
 }
 
 // ---------------------------------------------------------------------------------------
-// Lane reduction: out[i] = sum_j rows[i*kW + j] for 16 consecutive rows, by a fixed tree of
+// Lane reduction: out[i] = sum_j rows[i*kLanes + j] for 16 consecutive rows, by a fixed tree of
 // shuffles and vertical adds (4 levels, 15 vector adds for 16 rows instead of 240 scalar adds).
 // Level s pairs two vectors X, Y and keeps, per block of 2s lanes, X's and Y's half-block sums;
 // feeding the rows in bit-reversed order leaves row i's sum in lane i.  GCC's generic vectors
@@ -296,7 +296,7 @@ inline void lane_sums16(const float* rows, float* out) {
   const v16i lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
   const v16i hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
   v16f r[16];
-  for (int i = 0; i < 16; ++i) std::memcpy(&r[i], rows + kRev[i] * kW, sizeof(v16f));
+  for (int i = 0; i < 16; ++i) std::memcpy(&r[i], rows + kRev[i] * kLanes, sizeof(v16f));
   for (int k = 0; k < 8; ++k) r[k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo8) + __builtin_shuffle(r[2 * k], r[2 * k + 1], hi8);
   for (int k = 0; k < 4; ++k) r[k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo4) + __builtin_shuffle(r[2 * k], r[2 * k + 1], hi4);
   for (int k = 0; k < 2; ++k) r[k] = __builtin_shuffle(r[2 * k], r[2 * k + 1], lo2) + __builtin_shuffle(r[2 * k], r[2 * k + 1], hi2);
@@ -304,7 +304,7 @@ inline void lane_sums16(const float* rows, float* out) {
   std::memcpy(out, &r[0], sizeof(v16f));
 }
 
-// Writes a chunk's lane-wise dB (or dC) accumulator acc[(t*N + n)*kW + j] (rows padded with
+// Writes a chunk's lane-wise dB (or dC) accumulator acc[(t*N + n)*kLanes + j] (rows padded with
 // zeros to a multiple of 16) into the slice's group rows: row(g)[n*L + t0 + t].
 //   One group for the whole slice: tree-reduce the 16 lanes.  Otherwise (a single block whose
 //   lanes span groups): sum each group's run of lanes in lane order.
@@ -314,7 +314,7 @@ inline void store_group_rows(const float* acc, int64_t T, int64_t N, int64_t L, 
   if (g_first == g_last) {
     alignas(64) float sums[16];
     for (int64_t r0 = 0; r0 < nrows; r0 += 16) {
-      lane_sums16(acc + r0 * kW, sums);
+      lane_sums16(acc + r0 * kLanes, sums);
       const int64_t rend = std::min<int64_t>(16, nrows - r0);
       for (int64_t i = 0; i < rend; ++i) {
         const int64_t r = r0 + i, t = r / N, n = r - t * N;
@@ -329,7 +329,7 @@ inline void store_group_rows(const float* acc, int64_t T, int64_t N, int64_t L, 
     float* dst = rows + (g - g_first) * N * L + t0;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t t = 0; t < T; ++t) {
-        const float* a = acc + (t * N + n) * kW;
+        const float* a = acc + (t * N + n) * kLanes;
         float s = a[jlo];
         for (int j = jlo + 1; j < jhi; ++j) s += a[j];
         dst[n * L + t] = s;
@@ -352,27 +352,27 @@ void fwd_block(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int
   const int64_t L = p.L, dim = p.dim, nchunks = p.nchunks;
   const int64_t d0 = pl.block_d0[blk];
   const int nl = pl.block_nl[blk];
-  alignas(64) float a[(NS > 0 ? NS : kNMax) * kW];
-  alignas(64) float h[(NS > 0 ? NS : kNMax) * kW];
-  alignas(64) float Dv[kW], bias[kW];
+  alignas(64) float a[(NS > 0 ? NS : kNMax) * kLanes];
+  alignas(64) float h[(NS > 0 ? NS : kNMax) * kLanes];
+  alignas(64) float Dv[kLanes], bias[kLanes];
   load_lane_params(p, d0, nl, N, a, Dv, bias);
-  for (int64_t i = 0; i < N * kW; ++i) h[i] = 0.f;
-  float* ut = w.u.get(kT * kW);
-  float* dtt = w.dt.get(kT * kW);
-  float* yt = w.y.get(kT * kW);
-  float* zt = p.z.p != nullptr ? w.z.get(kT * kW) : nullptr;
-  float* Bb = w.B.get(kUni ? kT * N : kT * N * kW);
-  float* Cb = w.C.get(kUni ? kT * N : kT * N * kW);
+  for (int64_t i = 0; i < N * kLanes; ++i) h[i] = 0.f;
+  float* ut = w.u.get(kCkpt * kLanes);
+  float* dtt = w.dt.get(kCkpt * kLanes);
+  float* yt = w.y.get(kCkpt * kLanes);
+  float* zt = p.z.p != nullptr ? w.z.get(kCkpt * kLanes) : nullptr;
+  float* Bb = w.B.get(kUni ? kCkpt * N : kCkpt * N * kLanes);
+  float* Cb = w.C.get(kUni ? kCkpt * N : kCkpt * N * kLanes);
   const int64_t gB = d0 / p.B.cpg, gC = d0 / p.C.cpg;
   int64_t bst = 0, cst = 0;
   for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t t0 = c * kT, T = std::min<int64_t>(kT, L - t0);
+    const int64_t t0 = c * kCkpt, T = std::min<int64_t>(kCkpt, L - t0);
     for (int j = 0; j < nl; ++j) {  // checkpoint: the state before step t0
       float* dst = o.ckpt + ((b * dim + d0 + j) * nchunks + c) * N;
-      for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kW + j];
+      for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kLanes + j];
     }
-    pack3(p.u, b, d0, nl, t0, T, ut);
-    pack3(p.delta, b, d0, nl, t0, T, dtt);
+    pack_tile(p.u, b, d0, nl, t0, T, ut);
+    pack_tile(p.delta, b, d0, nl, t0, T, dtt);
     delta_transform(dtt, nullptr, bias, p.softplus, T);
     if (c == 0 || p.B.sl != 0)
       bst = kUni ? pack_bc_scalar(p.B, b, gB, N, t0, T, Bb) : pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
@@ -380,14 +380,14 @@ void fwd_block(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int
       cst = kUni ? pack_bc_scalar(p.C, b, gC, N, t0, T, Cb) : pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
     scan_chunk<NS, kUni, false>(N, T, ut, dtt, a, Dv, Bb, bst, Cb, cst, h, yt, nullptr, nullptr);
     if (zt != nullptr) {
-      pack3(p.z, b, d0, nl, t0, T, zt);
-      gate_forward(yt, zt, T * kW);
+      pack_tile(p.z, b, d0, nl, t0, T, zt);
+      gate_forward(yt, zt, T * kLanes);
     }
-    unpack3(o.out, dim, L, b, d0, nl, t0, T, yt);
+    unpack_tile(o.out, dim, L, b, d0, nl, t0, T, yt);
   }
   for (int j = 0; j < nl; ++j) {
     float* dst = o.last + (b * dim + d0 + j) * N;
-    for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kW + j];
+    for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kLanes + j];
   }
 }
 
@@ -418,7 +418,7 @@ inline void forward(const Problem& p, const Plan& pl, const FwdOut& o) {
 // ---------------------------------------------------------------------------------------
 struct BwdScratch {
   Buf g, dA, dD, db;                        // per block of the slice, kept across chunks
-  Buf u, dt, sg, z, go, y, dy, du, dd, dz;  // chunk tiles (kT x kW)
+  Buf u, dt, sg, z, go, y, dy, du, dd, dz;  // chunk tiles (kCkpt x kLanes)
   Buf hs, dec, accB, accC, B, C;
 };
 
@@ -427,42 +427,42 @@ template <int NS, bool kUni>
 void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int64_t s, BwdScratch& w) {
   const int64_t N = NS > 0 ? NS : p.N;
   const int64_t L = p.L, dim = p.dim, nchunks = p.nchunks;
-  const int64_t NW = N * kW;
+  const int64_t NW = N * kLanes;
   const int64_t kb0 = pl.slice_begin[s], kb1 = pl.slice_begin[s + 1], K = kb1 - kb0;
   const bool has_z = p.z.p != nullptr;
 
   float* gst = w.g.get(K * NW);
   float* dAst = w.dA.get(K * NW);
-  float* dDst = w.dD.get(K * kW);
-  float* dbst = w.db.get(K * kW);
+  float* dDst = w.dD.get(K * kLanes);
+  float* dbst = w.db.get(K * kLanes);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t d0 = pl.block_d0[kb0 + k];
     const int nl = pl.block_nl[kb0 + k];
     for (int64_t n = 0; n < N; ++n)
-      for (int j = 0; j < kW; ++j)
-        gst[k * NW + n * kW + j] = (io.dlast != nullptr && j < nl) ? io.dlast[(b * dim + d0 + j) * N + n] : 0.f;
+      for (int j = 0; j < kLanes; ++j)
+        gst[k * NW + n * kLanes + j] = (io.dlast != nullptr && j < nl) ? io.dlast[(b * dim + d0 + j) * N + n] : 0.f;
   }
   std::memset(dAst, 0, sizeof(float) * K * NW);
-  std::memset(dDst, 0, sizeof(float) * K * kW);
-  std::memset(dbst, 0, sizeof(float) * K * kW);
+  std::memset(dDst, 0, sizeof(float) * K * kLanes);
+  std::memset(dbst, 0, sizeof(float) * K * kLanes);
 
-  float* ut = w.u.get(kT * kW);
-  float* dtt = w.dt.get(kT * kW);
-  float* sgt = w.sg.get(kT * kW);
-  float* got = w.go.get(kT * kW);
-  float* yt = w.y.get(kT * kW);
-  float* dyt = w.dy.get(kT * kW);
-  float* dut = w.du.get(kT * kW);
-  float* ddt = w.dd.get(kT * kW);
-  float* zt = has_z ? w.z.get(kT * kW) : nullptr;
-  float* dzt = has_z ? w.dz.get(kT * kW) : nullptr;
-  float* hs = w.hs.get((kT + 1) * NW);   // hs[t] = state before step t of the chunk
-  float* dec = w.dec.get(kT * NW);       // exp(delta_t A)
-  const int64_t accRows = round16(kT * N);
-  float* accB = w.accB.get(accRows * kW);
-  float* accC = w.accC.get(accRows * kW);
-  float* Bb = w.B.get(kUni ? kT * N : kT * N * kW);
-  float* Cb = w.C.get(kUni ? kT * N : kT * N * kW);
+  float* ut = w.u.get(kCkpt * kLanes);
+  float* dtt = w.dt.get(kCkpt * kLanes);
+  float* sgt = w.sg.get(kCkpt * kLanes);
+  float* got = w.go.get(kCkpt * kLanes);
+  float* yt = w.y.get(kCkpt * kLanes);
+  float* dyt = w.dy.get(kCkpt * kLanes);
+  float* dut = w.du.get(kCkpt * kLanes);
+  float* ddt = w.dd.get(kCkpt * kLanes);
+  float* zt = has_z ? w.z.get(kCkpt * kLanes) : nullptr;
+  float* dzt = has_z ? w.dz.get(kCkpt * kLanes) : nullptr;
+  float* hs = w.hs.get((kCkpt + 1) * NW);   // hs[t] = state before step t of the chunk
+  float* dec = w.dec.get(kCkpt * NW);       // exp(delta_t A)
+  const int64_t accRows = round16(kCkpt * N);
+  float* accB = w.accB.get(accRows * kLanes);
+  float* accC = w.accC.get(accRows * kLanes);
+  float* Bb = w.B.get(kUni ? kCkpt * N : kCkpt * N * kLanes);
+  float* Cb = w.C.get(kUni ? kCkpt * N : kCkpt * N * kLanes);
 
   // Channel range and groups of the slice, and its rows in the partial buffers.
   const int64_t dfirst = pl.block_d0[kb0];
@@ -472,14 +472,14 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
   float* rowsB = io.dB_rows + (b * pl.nrowsB + pl.rowB[s]) * N * L;
   float* rowsC = io.dC_rows + (b * pl.nrowsC + pl.rowC[s]) * N * L;
 
-  alignas(64) float a[(NS > 0 ? NS : kNMax) * kW];
-  alignas(64) float Dv[kW], bias[kW];
+  alignas(64) float a[(NS > 0 ? NS : kNMax) * kLanes];
+  alignas(64) float Dv[kLanes], bias[kLanes];
   int64_t bst = 0, cst = 0;
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
-    const int64_t t0 = c * kT, T = std::min<int64_t>(kT, L - t0);
-    std::memset(accB, 0, sizeof(float) * accRows * kW);
-    std::memset(accC, 0, sizeof(float) * accRows * kW);
+    const int64_t t0 = c * kCkpt, T = std::min<int64_t>(kCkpt, L - t0);
+    std::memset(accB, 0, sizeof(float) * accRows * kLanes);
+    std::memset(accC, 0, sizeof(float) * accRows * kLanes);
     if constexpr (kUni) {
       if (c == nchunks - 1 || p.B.sl != 0) bst = pack_bc_scalar(p.B, b, gB0, N, t0, T, Bb);
       if (c == nchunks - 1 || p.C.sl != 0) cst = pack_bc_scalar(p.C, b, gC0, N, t0, T, Cb);
@@ -493,52 +493,52 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
         if (K > 1 || c == nchunks - 1 || p.B.sl != 0) bst = pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
         if (K > 1 || c == nchunks - 1 || p.C.sl != 0) cst = pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
       }
-      pack3(p.u, b, d0, nl, t0, T, ut);
-      pack3(p.delta, b, d0, nl, t0, T, dtt);
+      pack_tile(p.u, b, d0, nl, t0, T, ut);
+      pack_tile(p.delta, b, d0, nl, t0, T, dtt);
       delta_transform(dtt, sgt, bias, p.softplus, T);
-      pack3(io.dout, b, d0, nl, t0, T, got);
-      if (has_z) pack3(p.z, b, d0, nl, t0, T, zt);
+      pack_tile(io.dout, b, d0, nl, t0, T, got);
+      if (has_z) pack_tile(p.z, b, d0, nl, t0, T, zt);
 
       // Recompute the chunk's states from the checkpoint (and the pre-gate output y).
       for (int64_t n = 0; n < N; ++n)
-        for (int j = 0; j < kW; ++j)
-          hs[n * kW + j] = j < nl ? io.ckpt[((b * dim + d0 + j) * nchunks + c) * N + n] : 0.f;
+        for (int j = 0; j < kLanes; ++j)
+          hs[n * kLanes + j] = j < nl ? io.ckpt[((b * dim + d0 + j) * nchunks + c) * N + n] : 0.f;
       scan_chunk<NS, kUni, true>(N, T, ut, dtt, a, Dv, Bb, bst, Cb, cst, nullptr, yt, hs, dec);
 
       // Adjoint recurrence backwards through the chunk.  g holds dL/dh_t without step t's own
       // output term on entry to step t.
-      gate_backward(got, yt, zt, dyt, dzt, T * kW);
+      gate_backward(got, yt, zt, dyt, dzt, T * kLanes);
       float* g = gst + k * NW;
       float* dAk = dAst + k * NW;
-      float* dDk = dDst + k * kW;
-      float* dbk = dbst + k * kW;
+      float* dDk = dDst + k * kLanes;
+      float* dbk = dbst + k * kLanes;
       for (int64_t t = T - 1; t >= 0; --t) {
-        const float* u_ = ut + t * kW;
-        const float* d_ = dtt + t * kW;
+        const float* u_ = ut + t * kLanes;
+        const float* d_ = dtt + t * kLanes;
         const float* hp = hs + t * NW;
         const float* hc = hs + (t + 1) * NW;
         const float* e_ = dec + t * NW;
-        const float* dy = dyt + t * kW;
-        alignas(64) float duv[kW], ddv[kW];
+        const float* dy = dyt + t * kLanes;
+        alignas(64) float duv[kLanes], ddv[kLanes];
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) {
+        for (int j = 0; j < kLanes; ++j) {
           dDk[j] += dy[j] * u_[j];
           duv[j] = dy[j] * Dv[j];
           ddv[j] = 0.f;
         }
         for (int64_t n = 0; n < N; ++n) {
-          const float* an = a + n * kW;
-          const float* hpn = hp + n * kW;
-          const float* hcn = hc + n * kW;
-          const float* en = e_ + n * kW;
-          float* gn = g + n * kW;
-          float* dAn = dAk + n * kW;
-          float* aB = accB + (t * N + n) * kW;
-          float* aC = accC + (t * N + n) * kW;
+          const float* an = a + n * kLanes;
+          const float* hpn = hp + n * kLanes;
+          const float* hcn = hc + n * kLanes;
+          const float* en = e_ + n * kLanes;
+          float* gn = g + n * kLanes;
+          float* dAn = dAk + n * kLanes;
+          float* aB = accB + (t * N + n) * kLanes;
+          float* aC = accC + (t * N + n) * kLanes;
           if constexpr (kUni) {
             const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
             HS3C_SIMD
-            for (int j = 0; j < kW; ++j) {
+            for (int j = 0; j < kLanes; ++j) {
               const float gv = gn[j] + dy[j] * cn;        // dL/dh_t
               aC[j] += dy[j] * hcn[j];
               const float gdt = gv * d_[j];
@@ -550,10 +550,10 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
               gn[j] = gv * en[j];                          // part of dL/dh_{t-1}
             }
           } else {
-            const float* bn = Bb + t * bst + n * kW;
-            const float* cn = Cb + t * cst + n * kW;
+            const float* bn = Bb + t * bst + n * kLanes;
+            const float* cn = Cb + t * cst + n * kLanes;
             HS3C_SIMD
-            for (int j = 0; j < kW; ++j) {
+            for (int j = 0; j < kLanes; ++j) {
               const float gv = gn[j] + dy[j] * cn[j];
               aC[j] += dy[j] * hcn[j];
               const float gdt = gv * d_[j];
@@ -566,20 +566,20 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
             }
           }
         }
-        const float* sg_ = sgt + t * kW;
-        float* du_ = dut + t * kW;
-        float* dd_ = ddt + t * kW;
+        const float* sg_ = sgt + t * kLanes;
+        float* du_ = dut + t * kLanes;
+        float* dd_ = ddt + t * kLanes;
         HS3C_SIMD
-        for (int j = 0; j < kW; ++j) {
+        for (int j = 0; j < kLanes; ++j) {
           const float dd = ddv[j] * sg_[j];
           dbk[j] += dd;
           dd_[j] = dd;
           du_[j] = duv[j];
         }
       }
-      unpack3(io.du, dim, L, b, d0, nl, t0, T, dut);
-      unpack3(io.ddelta, dim, L, b, d0, nl, t0, T, ddt);
-      if (has_z) unpack3(io.dz, dim, L, b, d0, nl, t0, T, dzt);
+      unpack_tile(io.du, dim, L, b, d0, nl, t0, T, dut);
+      unpack_tile(io.ddelta, dim, L, b, d0, nl, t0, T, ddt);
+      if (has_z) unpack_tile(io.dz, dim, L, b, d0, nl, t0, T, dzt);
     }
     const int64_t bd0 = pl.block_d0[kb0];
     const int bnl = pl.block_nl[kb0];
@@ -592,9 +592,9 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
     const int nl = pl.block_nl[kb0 + k];
     for (int j = 0; j < nl; ++j) {
       const int64_t bd = b * dim + d0 + j;
-      for (int64_t n = 0; n < N; ++n) io.dA_part[bd * N + n] = dAst[k * NW + n * kW + j];
-      io.dD_part[bd] = dDst[k * kW + j];
-      io.dbias_part[bd] = dbst[k * kW + j];
+      for (int64_t n = 0; n < N; ++n) io.dA_part[bd * N + n] = dAst[k * NW + n * kLanes + j];
+      io.dD_part[bd] = dDst[k * kLanes + j];
+      io.dbias_part[bd] = dbst[k * kLanes + j];
     }
   }
 }
@@ -621,6 +621,6 @@ inline void backward(const Problem& p, const Plan& pl, const BwdIO& io) {
   });
 }
 
-}  // namespace HS3C_SS_ISA
+}  // namespace HS3C_ISA_NAMESPACE
 }  // namespace cpu
 }  // namespace hands3c
