@@ -1,0 +1,153 @@
+"""The three benchmarks' scoring protocols on top of :mod:`.metrics`, streamed batch by batch.
+
+:class:`HandScorer` takes predictions that are already *placed* (root moved onto the ground
+truth's root, as every published evaluation of these datasets does) and in the joint order the
+protocol scores in, and accumulates everything the protocol reports:
+
+============  ===============================================================================
+protocol      what is reported (official script / published code)
+============  ===============================================================================
+freihand      joints and mesh, unaligned and ``align_w_scale``-aligned (reflections allowed, as
+              ``orthogonal_procrustes``): mean error, AUC of the PCK over 0-50 mm; F@5, F@15
+              mm of the mesh, unaligned and aligned (lmb-freiburg/freihand ``eval.py``)
+ho3d          everything FreiHAND reports, plus joints scale-and-translation aligned
+              (``align_sc_tr`` on HO3D order joints 0 and 4) (shreyashampali/ho3d ``eval.py``)
+dexycb        MPJPE after root-centring and PA-MPJPE with HandOccNet's ``rigid_align`` (a
+              rotation, no reflection), as published; plus, which the published code does not
+              report, MPVPE / PA-MPVPE and the F-scores with the same alignment
+============  ===============================================================================
+
+Errors are in millimetres, F-scores and AUCs fractions in [0, 1].  Metric names (the keys of
+:meth:`HandScorer.compute`): ``mpjpe_mm``, ``pa_mpjpe_mm``, ``sc_tr_mpjpe_mm`` (HO3D), ``mpvpe_mm``,
+``pa_mpvpe_mm``, ``auc_joints``, ``pa_auc_joints``, ``sc_tr_auc_joints`` (HO3D), ``auc_mesh``,
+``pa_auc_mesh``, ``f5``, ``f15``, ``pa_f5``, ``pa_f15``, with ``num_joint_samples`` and
+``num_mesh_samples`` (how many samples had that ground truth).  Mesh entries are absent when no
+sample had ground-truth vertices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from .metrics import (F_THRESHOLDS_M, HO3D_SCALE_JOINTS, PCKAccumulator, align_scale_translation,
+                      fscore, point_errors, procrustes_align)
+
+__all__ = ["PROTOCOLS", "Protocol", "HandScorer", "CURVE_TITLES"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one benchmark scores: ``allow_reflection`` of the Procrustes alignment, and whether the
+    scale-and-translation alignment (HO3D) is reported, with its (root, ref) joints in the scored order."""
+
+    name: str
+    allow_reflection: bool
+    scale_translation: Optional[tuple] = None
+
+
+PROTOCOLS: Dict[str, Protocol] = {
+    "freihand": Protocol("freihand", allow_reflection=True),
+    "ho3d": Protocol("ho3d", allow_reflection=True, scale_translation=HO3D_SCALE_JOINTS),
+    "dexycb": Protocol("dexycb", allow_reflection=False),
+}
+
+# Titles of the official evaluation's curves (its HTML report), keyed by curve name.
+CURVE_TITLES = {
+    "joints": "PCK curve for keypoint error",
+    "pa_joints": "PCK curve for aligned keypoint error",
+    "sc_tr_joints": "PCK curve for scale-translation aligned keypoint error",
+    "mesh": "PCV curve for mesh error",
+    "pa_mesh": "PCV curve for aligned mesh error",
+}
+
+
+class HandScorer:
+    """Streams (prediction, ground truth) batches through one benchmark's protocol.
+
+    Args:
+        protocol: ``"freihand"``, ``"ho3d"`` or ``"dexycb"`` (see the module docstring).
+    """
+
+    def __init__(self, protocol: str):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"HandScorer: protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+        self.protocol = PROTOCOLS[protocol]
+        self._pck = {"joints": PCKAccumulator(21), "pa_joints": PCKAccumulator(21),
+                     "mesh": PCKAccumulator(778), "pa_mesh": PCKAccumulator(778)}
+        if self.protocol.scale_translation is not None:
+            self._pck["sc_tr_joints"] = PCKAccumulator(21)
+        self._f_sums = {f"{pre}f{round(t * 1000)}": 0.0 for pre in ("", "pa_") for t in F_THRESHOLDS_M}
+        self._n_joints = 0
+        self._n_mesh = 0
+
+    @staticmethod
+    def _finite(name: str, t: torch.Tensor) -> torch.Tensor:
+        if not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(f"HandScorer: {name} holds NaN or infinite values (batch rows {bad[:10]})")
+        return t
+
+    def update(self, pred_joints: torch.Tensor, gt_joints: torch.Tensor,
+               pred_verts: Optional[torch.Tensor] = None, gt_verts: Optional[torch.Tensor] = None) -> None:
+        """Add one batch.
+
+        pred_joints, gt_joints: (B, 21, 3) metres, camera frame, placed and in the protocol's joint
+        order (HO3D: HO3D order, since ``align_sc_tr`` indexes joints 0 and 4 of it).
+        pred_verts, gt_verts: (B, 778, 3) metres or ``None`` (mesh metrics skipped for the batch).
+        Either pair may have batch size 0.
+        """
+        pj = self._finite("pred_joints", pred_joints.detach().cpu())
+        gj = self._finite("gt_joints", gt_joints.detach().cpu())
+        if pj.shape[0]:
+            self._pck["joints"].update(point_errors(pj, gj))
+            self._pck["pa_joints"].update(point_errors(procrustes_align(pj, gj, self.protocol.allow_reflection), gj))
+            if self.protocol.scale_translation is not None:
+                root, ref = self.protocol.scale_translation
+                self._pck["sc_tr_joints"].update(point_errors(align_scale_translation(pj, gj, root, ref), gj))
+            self._n_joints += pj.shape[0]
+        if pred_verts is None or gt_verts is None:
+            return
+        pv = self._finite("pred_verts", pred_verts.detach().cpu())
+        gv = self._finite("gt_verts", gt_verts.detach().cpu())
+        if not pv.shape[0]:
+            return
+        # Vertices are aligned on their own (the official scripts do so when the prediction has
+        # the 778 MANO vertices, which a HandS3C prediction always has).
+        pv_al = procrustes_align(pv, gv, self.protocol.allow_reflection)
+        self._pck["mesh"].update(point_errors(pv, gv))
+        self._pck["pa_mesh"].update(point_errors(pv_al, gv))
+        for t in F_THRESHOLDS_M:
+            key = f"f{round(t * 1000)}"
+            self._f_sums[key] += float(fscore(pv, gv, t)[0].sum())
+            self._f_sums["pa_" + key] += float(fscore(pv_al, gv, t)[0].sum())
+        self._n_mesh += pv.shape[0]
+
+    def compute(self) -> Dict[str, float]:
+        """The protocol's metrics so far (see the module docstring for the names)."""
+        if self._n_joints == 0 and self._n_mesh == 0:
+            raise ValueError(f"HandScorer({self.protocol.name}): no sample with ground truth was scored")
+        out: Dict[str, float] = {"num_joint_samples": self._n_joints, "num_mesh_samples": self._n_mesh}
+        names = {"joints": ("mpjpe_mm", "auc_joints"), "pa_joints": ("pa_mpjpe_mm", "pa_auc_joints"),
+                 "sc_tr_joints": ("sc_tr_mpjpe_mm", "sc_tr_auc_joints"),
+                 "mesh": ("mpvpe_mm", "auc_mesh"), "pa_mesh": ("pa_mpvpe_mm", "pa_auc_mesh")}
+        for curve, acc in self._pck.items():
+            if acc.count:
+                r = acc.result()
+                out[names[curve][0]] = r.mean_mm
+                out[names[curve][1]] = r.auc
+        if self._n_mesh:
+            for k, v in self._f_sums.items():
+                out[k] = v / self._n_mesh
+        return out
+
+    def curves(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """PCK curves of what was scored: name -> {"thresholds_mm": (100,), "pck": (100,), "auc": float}."""
+        out = {}
+        for curve, acc in self._pck.items():
+            if acc.count:
+                r = acc.result()
+                out[curve] = {"thresholds_mm": r.thresholds_mm, "pck": r.curve, "auc": r.auc}
+        return out
