@@ -35,7 +35,7 @@ import torch
 from .metrics import (F_THRESHOLDS_M, HO3D_SCALE_JOINTS, PCKAccumulator, align_scale_translation,
                       fscore, point_errors, procrustes_align)
 
-__all__ = ["PROTOCOLS", "Protocol", "HandScorer", "CURVE_TITLES"]
+__all__ = ["PROTOCOLS", "Protocol", "HandScorer", "CURVE_TITLES", "format_metrics_table"]
 
 
 @dataclass(frozen=True)
@@ -92,27 +92,30 @@ class HandScorer:
 
     def update(self, pred_joints: torch.Tensor, gt_joints: torch.Tensor,
                pred_verts: Optional[torch.Tensor] = None, gt_verts: Optional[torch.Tensor] = None) -> None:
-        """Add one batch.
+        """Add one batch: :meth:`update_joints`, then :meth:`update_mesh` when vertices are given."""
+        self.update_joints(pred_joints, gt_joints)
+        if pred_verts is not None and gt_verts is not None:
+            self.update_mesh(pred_verts, gt_verts)
 
-        pred_joints, gt_joints: (B, 21, 3) metres, camera frame, placed and in the protocol's joint
-        order (HO3D: HO3D order, since ``align_sc_tr`` indexes joints 0 and 4 of it).
-        pred_verts, gt_verts: (B, 778, 3) metres or ``None`` (mesh metrics skipped for the batch).
-        Either pair may have batch size 0.
-        """
+    def update_joints(self, pred_joints: torch.Tensor, gt_joints: torch.Tensor) -> None:
+        """pred_joints, gt_joints: (B, 21, 3) metres, camera frame, placed and in the protocol's joint
+        order (HO3D: HO3D order, since ``align_sc_tr`` indexes joints 0 and 4 of it); B may be 0."""
         pj = self._finite("pred_joints", pred_joints.detach().cpu())
         gj = self._finite("gt_joints", gt_joints.detach().cpu())
-        if pj.shape[0]:
-            self._pck["joints"].update(point_errors(pj, gj))
-            self._pck["pa_joints"].update(point_errors(procrustes_align(pj, gj, self.protocol.allow_reflection), gj))
-            if self.protocol.scale_translation is not None:
-                root, ref = self.protocol.scale_translation
-                self._pck["sc_tr_joints"].update(point_errors(align_scale_translation(pj, gj, root, ref), gj))
-            self._n_joints += pj.shape[0]
-        if pred_verts is None or gt_verts is None:
+        if not pj.shape[0] and not gj.shape[0]:
             return
+        self._pck["joints"].update(point_errors(pj, gj))
+        self._pck["pa_joints"].update(point_errors(procrustes_align(pj, gj, self.protocol.allow_reflection), gj))
+        if self.protocol.scale_translation is not None:
+            root, ref = self.protocol.scale_translation
+            self._pck["sc_tr_joints"].update(point_errors(align_scale_translation(pj, gj, root, ref), gj))
+        self._n_joints += pj.shape[0]
+
+    def update_mesh(self, pred_verts: torch.Tensor, gt_verts: torch.Tensor) -> None:
+        """pred_verts, gt_verts: (B, 778, 3) metres, camera frame, placed; B may be 0."""
         pv = self._finite("pred_verts", pred_verts.detach().cpu())
         gv = self._finite("gt_verts", gt_verts.detach().cpu())
-        if not pv.shape[0]:
+        if not pv.shape[0] and not gv.shape[0]:
             return
         # Vertices are aligned on their own (the official scripts do so when the prediction has
         # the 778 MANO vertices, which a HandS3C prediction always has).
@@ -151,3 +154,30 @@ class HandScorer:
                 r = acc.result()
                 out[curve] = {"thresholds_mm": r.thresholds_mm, "pck": r.curve, "auc": r.auc}
         return out
+
+
+# (metric key, label, unit) in the order the table prints them.
+_TABLE_ROWS = (
+    ("mpjpe_mm", "MPJPE", "mm"), ("pa_mpjpe_mm", "PA-MPJPE", "mm"), ("sc_tr_mpjpe_mm", "ST-MPJPE (scale+transl.)", "mm"),
+    ("mpvpe_mm", "MPVPE", "mm"), ("pa_mpvpe_mm", "PA-MPVPE", "mm"),
+    ("f5", "F@5mm", ""), ("f15", "F@15mm", ""), ("pa_f5", "PA F@5mm", ""), ("pa_f15", "PA F@15mm", ""),
+    ("auc_joints", "AUC joints 0-50mm", ""), ("pa_auc_joints", "PA AUC joints", ""),
+    ("sc_tr_auc_joints", "ST AUC joints", ""), ("auc_mesh", "AUC mesh", ""), ("pa_auc_mesh", "PA AUC mesh", ""),
+    ("num_samples", "samples predicted", ""), ("num_joint_samples", "samples with 3-D joints", ""),
+    ("num_mesh_samples", "samples with a mesh", ""),
+)
+
+
+def format_metrics_table(metrics: Dict[str, float], title: str = "") -> str:
+    """A plain-text table of the metrics present in ``metrics`` (errors mm, F and AUC fractions)."""
+    lines = [title] if title else []
+    width = max(len(label) for _, label, _ in _TABLE_ROWS)
+    lines.append(f"{'metric':<{width}}  value")
+    lines.append("-" * (width + 12))
+    for key, label, unit in _TABLE_ROWS:
+        if key not in metrics:
+            continue
+        v = metrics[key]
+        text = f"{int(v)}" if key.startswith("num_") else (f"{v:.2f} {unit}" if unit else f"{v:.4f}")
+        lines.append(f"{label:<{width}}  {text}")
+    return "\n".join(lines)
