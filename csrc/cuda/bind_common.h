@@ -1,4 +1,5 @@
-// Shared pieces of the CUDA operator bindings (*_cuda_bind.cpp): device and dtype checks,
+// Shared pieces of the CUDA operator bindings (*_cuda_bind.cpp): the device the argument
+// checks (hands3c/op_checks.h) expect, dtype tags,
 // the current stream, conversions from tensors to the launchers' views (launch.h), and
 // turning a failed launch into a TORCH_CHECK error.
 //
@@ -24,6 +25,7 @@
 #include <utility>
 
 #include "cuda/launch.h"
+#include "hands3c/op_checks.h"
 
 #if defined(HS3C_EMULATE)
 #define HS3C_BIND_LIB hands3c_emu
@@ -43,16 +45,13 @@ using at::Tensor;
 using OptTensor = c10::optional<at::Tensor>;
 
 #if defined(HS3C_EMULATE)
-inline bool on_kernel_device(const Tensor& t) { return t.is_cpu(); }
-constexpr const char* kKernelDevice = "CPU (emulation build)";
 struct DeviceGuard {
   explicit DeviceGuard(const Tensor&) {}
 };
 inline void* current_stream(const Tensor&) { return nullptr; }
 inline int device_index(const Tensor&) { return 0; }
+inline const checks::Target kTarget{c10::DeviceType::CPU, "CPU (emulation build)"};
 #else
-inline bool on_kernel_device(const Tensor& t) { return t.is_cuda(); }
-constexpr const char* kKernelDevice = "CUDA";
 struct DeviceGuard {
   explicit DeviceGuard(const Tensor& t) : guard(t.device()) {}
   c10::cuda::CUDAGuard guard;
@@ -61,31 +60,16 @@ inline void* current_stream(const Tensor& t) {
   return static_cast<void*>(c10::cuda::getCurrentCUDAStream(t.get_device()).stream());
 }
 inline int device_index(const Tensor& t) { return t.get_device(); }
+inline const checks::Target kTarget{c10::DeviceType::CUDA, "CUDA"};
 #endif
 
-struct Named {
-  const char* name;
-  const Tensor* t;  // null or undefined: absent optional
-};
+// Argument checks live in hands3c/op_checks.h (shared with the CPU registrations); every
+// operator calls its checks::*(op, kTarget, ...) before reading any tensor.
 
-// Every present tensor must live on the kernels' device kind, and all on the same device.
-inline void check_devices(const char* op, std::initializer_list<Named> tensors) {
-  const Named* first = nullptr;
-  for (const Named& n : tensors) {
-    if (n.t == nullptr || !n.t->defined()) continue;
-    TORCH_CHECK(on_kernel_device(*n.t), op, ": expected ", kKernelDevice, " tensors, but ", n.name, " is on ",
-                n.t->device());
-    if (first == nullptr) {
-      first = &n;
-    } else {
-      TORCH_CHECK(n.t->device() == first->t->device(), op, ": all tensors must be on one device, but ", first->name,
-                  " is on ", first->t->device(), " and ", n.name, " is on ", n.t->device());
-    }
-  }
-}
-
-inline const Tensor* opt(const OptTensor& t) { return t.has_value() ? &t.value() : nullptr; }
-inline bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+using checks::opt;
+using checks::present;
+static_assert(checks::kCheckpointStride == kCheckpointStride && checks::kMaxState == kMaxStateSize,
+              "hands3c/op_checks.h and cuda/launch.h disagree on the checkpoint stride or the state size limit");
 
 inline int dtype_tag(const Tensor& t, const char* op, const char* name) {
   switch (t.scalar_type()) {

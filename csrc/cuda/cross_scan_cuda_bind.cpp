@@ -1,7 +1,7 @@
-// CUDA kernels of hands3c::cross_scan_fwd / cross_scan_bwd: argument checks, the per-position
+// CUDA kernels of hands3c::cross_scan_fwd / cross_scan_bwd: the per-position
 // projection GEMMs (cuBLAS through at::matmul), and the fused scan launches (scan_fwd.cu /
 // scan_bwd.cu walk the four directions by index arithmetic and compute Δ from dt_low in the
-// kernel).  Contract: handS3C/ops/cross_scan.py.
+// kernel).  Contract: handS3C/ops/cross_scan.py; argument checks: hands3c/op_checks.h.
 #include "cuda/bind_common.h"
 
 namespace hands3c {
@@ -19,33 +19,6 @@ struct Prepared {
   int64_t B = 0, D = 0, P = 0, Q = 0, L = 0, N = 0, R = 0, C = 0;
 };
 
-void check_args(const char* op, const Tensor& u, const Tensor& xw, const Tensor& dtw, const Tensor& dtb,
-                const Tensor& alog, const Tensor& ds) {
-  TORCH_CHECK(u.dim() == 4, op, ": u must have shape (B, D, P, Q), got ", u.sizes());
-  dtype_tag(u, op, "u");
-  check_f32(xw, op, "x_proj_weight");
-  check_f32(dtw, op, "dt_projs_weight");
-  check_f32(dtb, op, "dt_projs_bias");
-  check_f32(alog, op, "A_logs");
-  check_f32(ds, op, "Ds");
-  const int64_t D = u.size(1);
-  TORCH_CHECK(u.size(0) >= 1 && D >= 1 && u.size(2) >= 1 && u.size(3) >= 1, op,
-              ": u must have no empty dimension, got ", u.sizes());
-  TORCH_CHECK(u.size(2) * u.size(3) <= std::numeric_limits<int32_t>::max(), op, ": the plane must have < 2^31 positions");
-  TORCH_CHECK(dtw.dim() == 3 && dtw.size(0) == 4 && dtw.size(1) == D, op, ": dt_projs_weight must have shape (4, D=", D,
-              ", R), got ", dtw.sizes());
-  const int64_t R = dtw.size(2);
-  TORCH_CHECK(alog.dim() == 2 && alog.size(0) == 4 * D, op, ": A_logs must have shape (4*D=", 4 * D, ", N), got ",
-              alog.sizes());
-  const int64_t N = alog.size(1);
-  TORCH_CHECK(N >= 1 && N <= kMaxStateSize, op, ": the state size N (A_logs.shape[1]) must be in 1..", kMaxStateSize,
-              ", got ", N);
-  TORCH_CHECK(xw.dim() == 3 && xw.size(0) == 4 && xw.size(1) == R + 2 * N && xw.size(2) == D, op,
-              ": x_proj_weight must have shape (4, R+2N=", R + 2 * N, ", D=", D, "), got ", xw.sizes());
-  TORCH_CHECK(dtb.numel() == 4 * D && ds.numel() == 4 * D, op, ": dt_projs_bias and Ds must hold 4*D=", 4 * D,
-              " values, got ", dtb.numel(), " and ", ds.numel());
-}
-
 // u as a (B, D, L) strided view when the (P, Q) plane is addressable with one stride (true for
 // contiguous inputs and for the channel branch's permuted view); a contiguous copy otherwise.
 Tensor plane_view(const Tensor& u) {
@@ -57,18 +30,18 @@ Tensor plane_view(const Tensor& u) {
   return u.as_strided({B, D, P * Q}, {u.stride(0), u.stride(1), sl});
 }
 
+// Arguments already validated by checks::cross_scan_fwd / cross_scan_bwd (sizes in d).
 Prepared prepare(const char* op, const Tensor& u, const Tensor& xw, const Tensor& dtw, const Tensor& dtb,
-                 const Tensor& alog, const Tensor& ds) {
-  check_args(op, u, xw, dtw, dtb, alog, ds);
+                 const Tensor& alog, const Tensor& ds, const checks::CrossScanDims& d) {
   Prepared p;
-  p.B = u.size(0);
-  p.D = u.size(1);
-  p.P = u.size(2);
-  p.Q = u.size(3);
-  p.L = p.P * p.Q;
-  p.R = dtw.size(2);
-  p.N = alog.size(1);
-  p.C = p.R + 2 * p.N;
+  p.B = d.B;
+  p.D = d.D;
+  p.P = d.P;
+  p.Q = d.Q;
+  p.L = d.L;
+  p.R = d.R;
+  p.N = d.N;
+  p.C = d.C;
   // Half-precision u is read as float32 (the operator's contract).
   p.u3 = plane_view(u.scalar_type() == at::kFloat ? u : u.to(at::kFloat));
   p.A = at::exp(alog).neg_().contiguous();
@@ -127,10 +100,10 @@ ScanPlan make_plan(const char* op, const ScanProblem& pb, const Tensor& like, bo
 std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor& x_proj_weight,
                                                   const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
                                                   const Tensor& A_logs, const Tensor& Ds) {
-  check_devices(kFwd, {{"u", &u}, {"x_proj_weight", &x_proj_weight}, {"dt_projs_weight", &dt_projs_weight},
-                       {"dt_projs_bias", &dt_projs_bias}, {"A_logs", &A_logs}, {"Ds", &Ds}});
+  const checks::CrossScanDims d =
+      checks::cross_scan_fwd(kFwd, kTarget, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
   DeviceGuard guard(u);
-  Prepared p = prepare(kFwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+  Prepared p = prepare(kFwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, d);
   // dbl[b, l, k, c] = sum_d x_proj_weight[k, c, d] * u[b, d, l]: one GEMM (full float32 unless
   // the user enabled TF32 for matmuls).
   const Tensor w = x_proj_weight.reshape({4 * p.C, p.D});
@@ -154,19 +127,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
     const Tensor& dout, const Tensor& u, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
     const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds, const Tensor& dbl,
     const Tensor& checkpoints) {
-  check_devices(kBwd, {{"dout", &dout}, {"u", &u}, {"x_proj_weight", &x_proj_weight},
-                       {"dt_projs_weight", &dt_projs_weight}, {"dt_projs_bias", &dt_projs_bias}, {"A_logs", &A_logs},
-                       {"Ds", &Ds}, {"dbl", &dbl}, {"checkpoints", &checkpoints}});
+  const checks::CrossScanDims d = checks::cross_scan_bwd(kBwd, kTarget, dout, u, x_proj_weight, dt_projs_weight,
+                                                         dt_projs_bias, A_logs, Ds, dbl, checkpoints);
   DeviceGuard guard(u);
-  Prepared p = prepare(kBwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
-  TORCH_CHECK(dout.sizes() == u.sizes(), kBwd, ": dout must have u's shape ", u.sizes(), ", got ", dout.sizes());
-  check_f32(dbl, kBwd, "dbl");
-  TORCH_CHECK(dbl.sizes() == at::IntArrayRef({p.B, p.L, 4, p.C}), kBwd, ": dbl must have shape (B, L, 4, R+2N) = (",
-              p.B, ", ", p.L, ", 4, ", p.C, "), got ", dbl.sizes());
-  const int64_t nchunks = (p.L + kCheckpointStride - 1) / kCheckpointStride;
-  check_f32(checkpoints, kBwd, "checkpoints");
-  TORCH_CHECK(checkpoints.sizes() == at::IntArrayRef({p.B, 4, p.D, nchunks, p.N}), kBwd,
-              ": checkpoints must have shape (B, 4, D, ceil(L/64), N), got ", checkpoints.sizes());
+  Prepared p = prepare(kBwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, d);
   const Tensor dbl_c = dbl.contiguous();
   const Tensor ckpt = checkpoints.contiguous();
   const Tensor dout3 = dout.to(at::kFloat).contiguous().view({p.B, p.D, p.L});

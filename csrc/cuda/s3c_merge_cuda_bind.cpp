@@ -1,5 +1,5 @@
 // CUDA kernels of hands3c::s3c_merge_fwd / s3c_merge_bwd (kernels in merge.cu).
-// Contract: handS3C/ops/merge.py.
+// Contract: handS3C/ops/merge.py; argument checks: hands3c/op_checks.h.
 #include <cmath>
 
 #include "cuda/bind_common.h"
@@ -29,26 +29,15 @@ RowView row_view(const Tensor& t, const char* op, const char* name) {
   return v;
 }
 
+// Arguments already validated by checks::merge_fwd / merge_bwd (sizes in m).
 MergeProblem prepare(const char* op, const Tensor& ys, const Tensor& yc, const Tensor& z, const Tensor& weight,
-                     const Tensor& bias, Tensor& wc, Tensor& bc) {
-  check_f32(ys, op, "y_spatial");
-  check_f32(yc, op, "y_channel");
-  dtype_tag(z, op, "z");
-  TORCH_CHECK(ys.dim() >= 1, op, ": y_spatial must have at least one dimension");
-  TORCH_CHECK(ys.sizes() == yc.sizes() && ys.sizes() == z.sizes(), op,
-              ": y_spatial, y_channel and z must have the same shape, got ", ys.sizes(), ", ", yc.sizes(), ", ",
-              z.sizes());
-  const int64_t C = ys.size(-1);
-  TORCH_CHECK(C >= 1, op, ": the last dimension must be non-empty");
-  check_f32(weight, op, "weight");
-  check_f32(bias, op, "bias");
-  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == C && bias.dim() == 1 && bias.size(0) == C, op,
-              ": weight and bias must have shape (C=", C, ",), got ", weight.sizes(), " and ", bias.sizes());
+                     const Tensor& bias, const checks::MergeDims& m, Tensor& wc, Tensor& bc) {
+  const int64_t C = m.C;
   wc = weight.contiguous();
   bc = bias.contiguous();
   MergeProblem mp;
   mp.C = C;
-  mp.M = ys.numel() / C;
+  mp.M = m.M;
   mp.ys = row_view(ys, op, "y_spatial");
   mp.yc = row_view(yc, op, "y_channel");
   mp.z = row_view(z, op, "z");
@@ -59,12 +48,10 @@ MergeProblem prepare(const char* op, const Tensor& ys, const Tensor& yc, const T
 
 std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const Tensor& y_channel, const Tensor& z,
                                                  const Tensor& weight, const Tensor& bias, double eps) {
-  check_devices(kFwd, {{"y_spatial", &y_spatial}, {"y_channel", &y_channel}, {"z", &z}, {"weight", &weight},
-                       {"bias", &bias}});
+  const checks::MergeDims m = checks::merge_fwd(kFwd, kTarget, y_spatial, y_channel, z, weight, bias, eps);
   DeviceGuard guard(y_spatial);
-  TORCH_CHECK(eps > 0 && std::isfinite(eps), kFwd, ": eps must be a positive finite number, got ", eps);
   Tensor wc, bc;
-  MergeProblem mp = prepare(kFwd, y_spatial, y_channel, z, weight, bias, wc, bc);
+  MergeProblem mp = prepare(kFwd, y_spatial, y_channel, z, weight, bias, m, wc, bc);
   mp.eps = static_cast<float>(eps);
   Tensor out = empty_f32(y_spatial.sizes(), y_spatial);
   Tensor mean = empty_f32({mp.M}, y_spatial);
@@ -79,17 +66,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
                                                          const Tensor& y_channel, const Tensor& z,
                                                          const Tensor& weight, const Tensor& bias,
                                                          const Tensor& mean, const Tensor& rstd) {
-  check_devices(kBwd, {{"dout", &dout}, {"y_spatial", &y_spatial}, {"y_channel", &y_channel}, {"z", &z},
-                       {"weight", &weight}, {"bias", &bias}, {"mean", &mean}, {"rstd", &rstd}});
+  const checks::MergeDims m =
+      checks::merge_bwd(kBwd, kTarget, dout, y_spatial, y_channel, z, weight, bias, mean, rstd);
   DeviceGuard guard(y_spatial);
   Tensor wc, bc;
-  const MergeProblem mp = prepare(kBwd, y_spatial, y_channel, z, weight, bias, wc, bc);
-  TORCH_CHECK(dout.sizes() == y_spatial.sizes(), kBwd, ": dout must have y_spatial's shape ", y_spatial.sizes(),
-              ", got ", dout.sizes());
-  check_f32(mean, kBwd, "mean");
-  check_f32(rstd, kBwd, "rstd");
-  TORCH_CHECK(mean.numel() == mp.M && rstd.numel() == mp.M, kBwd, ": mean and rstd must hold one value per row (",
-              mp.M, ")");
+  const MergeProblem mp = prepare(kBwd, y_spatial, y_channel, z, weight, bias, m, wc, bc);
   const size_t need = merge_bwd_smem_bytes(mp), have = device_max_smem_optin(device_index(y_spatial));
   TORCH_CHECK(need <= have, kBwd, ": rows of C=", mp.C, " values need ", need,
               " bytes of shared memory per block, the device allows ", have);

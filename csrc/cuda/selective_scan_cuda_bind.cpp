@@ -1,6 +1,6 @@
-// CUDA kernels of hands3c::selective_scan_fwd / selective_scan_bwd: argument checks,
-// allocation of outputs and workspace, and the launch (kernels in scan_fwd.cu / scan_bwd.cu).
-// Contract: handS3C/ops/selective_scan.py.
+// CUDA kernels of hands3c::selective_scan_fwd / selective_scan_bwd: allocation of outputs and
+// workspace, and the launch (kernels in scan_fwd.cu / scan_bwd.cu).
+// Contract: handS3C/ops/selective_scan.py; argument checks: hands3c/op_checks.h.
 #include <numeric>
 
 #include "cuda/bind_common.h"
@@ -33,48 +33,17 @@ VecView bc_view(const Tensor& M, int64_t G, const char* op, const char* name) {
   return v;
 }
 
+// Arguments already validated by checks::selective_scan_fwd / selective_scan_bwd (sizes in s).
 Prepared prepare(const char* op, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                  const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                 bool delta_softplus) {
-  TORCH_CHECK(u.dim() == 3, op, ": u must have shape (batch, dim, L), got ", u.sizes());
+                 bool delta_softplus, const checks::SelectiveScanDims& s) {
   Prepared p;
-  p.batch = u.size(0);
-  p.dim = u.size(1);
-  p.L = u.size(2);
-  TORCH_CHECK(p.batch >= 1 && p.dim >= 1 && p.L >= 1, op, ": u must have no empty dimension, got ", u.sizes());
-  TORCH_CHECK(p.L <= std::numeric_limits<int32_t>::max(), op, ": L must be below 2^31, got ", p.L);
-  dtype_tag(u, op, "u");
-  TORCH_CHECK(delta.sizes() == u.sizes(), op, ": delta must have u's shape ", u.sizes(), ", got ", delta.sizes());
-  TORCH_CHECK(delta.scalar_type() == u.scalar_type(), op, ": delta must have u's dtype ", u.scalar_type(), ", got ",
-              delta.scalar_type());
-  TORCH_CHECK(!A.is_complex(), op, ": complex A is not supported (A has dtype ", A.scalar_type(), ")");
-  check_f32(A, op, "A");
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == p.dim, op, ": A must have shape (dim=", p.dim, ", N), got ", A.sizes());
-  p.N = A.size(1);
-  TORCH_CHECK(p.N >= 1 && p.N <= kMaxStateSize, op, ": the state size N (A.shape[1]) must be in 1..", kMaxStateSize,
-              ", got ", p.N);
-  for (const auto& [name, M] : {std::pair<const char*, const Tensor*>{"B", &B}, {"C", &C}}) {
-    TORCH_CHECK(M->dim() == 4 && M->size(0) == p.batch && M->size(2) == p.N && M->size(3) == p.L, op, ": ", name,
-                " must have shape (batch=", p.batch, ", groups, N=", p.N, ", L=", p.L, "), got ", M->sizes());
-    TORCH_CHECK(M->size(1) >= 1 && p.dim % M->size(1) == 0, op, ": ", name, " has ", M->size(1),
-                " groups, which must divide dim=", p.dim);
-  }
-  if (present(D)) {
-    check_f32(*D, op, "D");
-    TORCH_CHECK(D->dim() == 1 && D->size(0) == p.dim, op, ": D must have shape (dim=", p.dim, ",), got ", D->sizes());
-    p.D = D->contiguous();
-  }
-  if (present(delta_bias)) {
-    check_f32(*delta_bias, op, "delta_bias");
-    TORCH_CHECK(delta_bias->dim() == 1 && delta_bias->size(0) == p.dim, op, ": delta_bias must have shape (dim=", p.dim,
-                ",), got ", delta_bias->sizes());
-    p.delta_bias = delta_bias->contiguous();
-  }
-  if (present(z)) {
-    TORCH_CHECK(z->sizes() == u.sizes(), op, ": z must have u's shape ", u.sizes(), ", got ", z->sizes());
-    TORCH_CHECK(z->scalar_type() == u.scalar_type(), op, ": z must have u's dtype ", u.scalar_type(), ", got ",
-                z->scalar_type());
-  }
+  p.batch = s.batch;
+  p.dim = s.dim;
+  p.L = s.L;
+  p.N = s.N;
+  if (present(D)) p.D = D->contiguous();
+  if (present(delta_bias)) p.delta_bias = delta_bias->contiguous();
   p.A = A.contiguous();
 
   ScanProblem& pb = p.pb;
@@ -115,10 +84,9 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Ten
                                                       const Tensor& B, const Tensor& C, const OptTensor& D,
                                                       const OptTensor& z, const OptTensor& delta_bias,
                                                       bool delta_softplus) {
-  check_devices(kFwd, {{"u", &u}, {"delta", &delta}, {"A", &A}, {"B", &B}, {"C", &C}, {"D", opt(D)}, {"z", opt(z)},
-                       {"delta_bias", opt(delta_bias)}});
+  const checks::SelectiveScanDims s = checks::selective_scan_fwd(kFwd, kTarget, u, delta, A, B, C, D, z, delta_bias);
   DeviceGuard guard(u);
-  Prepared p = prepare(kFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  Prepared p = prepare(kFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus, s);
   const ScanPlan pl = make_plan(kFwd, p.pb, u, false);
   Tensor out = at::empty({p.batch, p.dim, p.L}, u.options());
   Tensor last = empty_f32({p.batch, p.dim, p.N}, u);
@@ -140,24 +108,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     const Tensor& dout, const OptTensor& dlast_state, const Tensor& u, const Tensor& delta, const Tensor& A,
     const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
     bool delta_softplus, const Tensor& checkpoints) {
-  check_devices(kBwd, {{"dout", &dout}, {"dlast_state", opt(dlast_state)}, {"u", &u}, {"delta", &delta}, {"A", &A},
-                       {"B", &B}, {"C", &C}, {"D", opt(D)}, {"z", opt(z)}, {"delta_bias", opt(delta_bias)},
-                       {"checkpoints", &checkpoints}});
+  const checks::SelectiveScanDims s = checks::selective_scan_bwd(kBwd, kTarget, dout, dlast_state, u, delta, A, B, C,
+                                                                 D, z, delta_bias, checkpoints);
   DeviceGuard guard(u);
-  Prepared p = prepare(kBwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  Prepared p = prepare(kBwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus, s);
   const ScanPlan pl = make_plan(kBwd, p.pb, u, true);
-  TORCH_CHECK(dout.sizes() == u.sizes(), kBwd, ": dout must have u's shape ", u.sizes(), ", got ", dout.sizes());
+  TORCH_CHECK(pl.nchunks == s.nchunks, kBwd, ": the launch plan's checkpoint count ", pl.nchunks,
+              " differs from the checked one ", s.nchunks);
   Tensor dlast;
-  if (present(dlast_state)) {
-    check_f32(*dlast_state, kBwd, "dlast_state");
-    TORCH_CHECK(dlast_state->sizes() == at::IntArrayRef({p.batch, p.dim, p.N}), kBwd,
-                ": dlast_state must have shape (batch, dim, N), got ", dlast_state->sizes());
-    dlast = dlast_state->contiguous();
-  }
-  check_f32(checkpoints, kBwd, "checkpoints");
-  TORCH_CHECK(checkpoints.sizes() == at::IntArrayRef({p.batch, p.dim, pl.nchunks, p.N}), kBwd,
-              ": checkpoints must have shape (batch, dim, ceil(L/64), N) = (", p.batch, ", ", p.dim, ", ", pl.nchunks,
-              ", ", p.N, "), got ", checkpoints.sizes());
+  if (present(dlast_state)) dlast = dlast_state->contiguous();
   const Tensor ckpt = checkpoints.contiguous();
 
   const auto cf = at::MemoryFormat::Contiguous;
