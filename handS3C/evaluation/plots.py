@@ -28,7 +28,7 @@ def plot_pck_curves(curves: Dict[str, Dict[str, np.ndarray]], path: str, title: 
     names = [n for n in _ORDER if n in curves]
     if not names:
         raise ValueError("plot_pck_curves: no curve to draw (no sample had 3-D ground truth)")
-    cols = min(3, len(names))
+    cols = 2 if len(names) == 4 else min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig = Figure(figsize=(4.2 * cols, 3.6 * rows), dpi=100)
     FigureCanvasAgg(fig)

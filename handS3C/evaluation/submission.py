@@ -32,6 +32,12 @@ SUBMISSION_FORMATS = ("freihand", "ho3d")
 _OPENGL = np.array([1.0, -1.0, -1.0])
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> str:
     """Write a file through ``write(fileobj)`` atomically; returns ``path``."""
     path = os.fspath(path)
@@ -43,6 +49,8 @@ def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> str:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file 0600; give it the permissions an ordinary open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
