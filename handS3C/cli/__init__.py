@@ -20,7 +20,7 @@ import sys
 from typing import List, Optional, Sequence
 
 # Subcommand modules, in the order ``--help`` lists them.  Each is ``handS3C.cli.<module>``.
-SUBCOMMAND_MODULES: List[str] = ["train", "evaluate", "make_synthetic", "info"]
+SUBCOMMAND_MODULES: List[str] = ["train", "evaluate", "predict", "export_onnx", "make_synthetic", "info"]
 
 
 class CLIError(Exception):
