@@ -41,8 +41,14 @@ class CheckpointLoadReport:
     lacks; ``unexpected``: checkpoint keys (as stored) with no model key; ``mismatched``:
     (checkpoint key, checkpoint shape, model shape); ``duplicates``: checkpoint keys that map to
     a model key another checkpoint key already maps to (e.g. both ``S3C.x`` and ``SSCA.x``);
-    ``renamed``: stored key -> model key where they differ; ``epoch``: the snapshot's epoch
-    entry (0-based, as saved) or ``None``.
+    ``renamed``: stored key -> model key where they differ; ``casts``: (checkpoint key,
+    checkpoint dtype, model dtype) for entries loaded into a model tensor of another dtype
+    (e.g. a float64 snapshot into a float32 model: values are rounded, so the report says so);
+    ``wrong_dtype``: (checkpoint key, checkpoint dtype, model dtype) for entries whose kind
+    cannot be cast without changing their meaning (an integer or bool tensor for a
+    floating-point parameter, a floating or complex tensor for an integer buffer, complex for
+    real), refused like a shape mismatch; ``epoch``: the snapshot's epoch entry (0-based, as
+    saved) or ``None``.
     """
 
     path: str
@@ -52,17 +58,19 @@ class CheckpointLoadReport:
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
     duplicates: List[str] = field(default_factory=list)
     renamed: Dict[str, str] = field(default_factory=dict)
+    casts: List[Tuple[str, str, str]] = field(default_factory=list)
+    wrong_dtype: List[Tuple[str, str, str]] = field(default_factory=list)
     epoch: Optional[int] = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched or self.duplicates)
+        return not (self.missing or self.unexpected or self.mismatched or self.duplicates or self.wrong_dtype)
 
     @property
     def unmatched(self) -> List[str]:
         """Every key that was not loaded, from either side."""
         return sorted(set(self.missing) | set(self.unexpected) | {m[0] for m in self.mismatched}
-                      | set(self.duplicates))
+                      | set(self.duplicates) | {m[0] for m in self.wrong_dtype})
 
     def summary(self) -> str:
         parts = []
@@ -75,7 +83,12 @@ class CheckpointLoadReport:
                 f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched))
         if self.duplicates:
             parts.append(f"duplicate after renaming ({len(self.duplicates)}): " + ", ".join(self.duplicates))
-        return "; ".join(parts) if parts else f"all {len(self.loaded)} entries matched"
+        if self.wrong_dtype:
+            parts.append(f"dtype refused ({len(self.wrong_dtype)}): " + ", ".join(
+                f"{k} checkpoint {a} vs model {b}" for k, a, b in self.wrong_dtype))
+        casts = ("; cast to the model's dtype (" + str(len(self.casts)) + "): " + ", ".join(
+            f"{k} {a} -> {b}" for k, a, b in self.casts)) if self.casts else ""
+        return ("; ".join(parts) if parts else f"all {len(self.loaded)} entries matched") + casts
 
 
 def _torch_load(path: str, trust_file: bool):
@@ -134,6 +147,20 @@ def read_published_state_dict(path: Union[str, os.PathLike], trust_file: bool = 
     return dict(sd), (int(epoch) if isinstance(epoch, int) else None)
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _same_kind(stored: torch.dtype, model: torch.dtype) -> bool:
+    """Whether load_state_dict's cast keeps the entry's meaning: floating to floating (rounded),
+    integer to integer; never integer/bool to floating, floating to integer, or complex to real."""
+    if stored.is_complex or model.is_complex:
+        return stored.is_complex and model.is_complex
+    if model.is_floating_point:
+        return stored.is_floating_point
+    return not stored.is_floating_point and (stored == torch.bool) == (model == torch.bool)
+
+
 def _model_key(stored: str) -> str:
     k = stored[len(_PREFIX):] if stored.startswith(_PREFIX) else stored
     for old, new in _OLD_NAMES.items():
@@ -151,10 +178,13 @@ def load_published_checkpoint(model: nn.Module, path: Union[str, os.PathLike], s
     ``torch.load(..., weights_only=True)``; ``trust_file=True`` allows a fallback to full
     unpickling for trusted files that need it.
 
-    strict=True: any missing, unexpected, duplicate or mis-shaped key raises
-    :class:`CheckpointMismatchError` listing all of them, and nothing is loaded.
+    strict=True: any missing, unexpected, duplicate, mis-shaped or wrongly typed key (an
+    integer tensor for a floating-point parameter, ...) raises :class:`CheckpointMismatchError`
+    listing all of them, and nothing is loaded.
     strict=False: the matching entries are loaded, a ``UserWarning`` lists the rest, and the
     returned :class:`CheckpointLoadReport` names every unmatched key.
+    Either way, entries cast to the model's dtype (float64 -> float32, ...) are listed in
+    ``report.casts`` and in ``report.summary()``.
 
     The MANO buffers stored in published checkpoints are loaded like any other entry (so a
     model built with ``mano_model_path=None`` becomes usable).  Returns the report.
@@ -177,6 +207,14 @@ def load_published_checkpoint(model: nn.Module, path: Union[str, os.PathLike], s
             report.mismatched.append((stored, tuple(tensor.shape), tuple(ours[key].shape)))
             source_of[key] = stored
             continue
+        if tensor.dtype != ours[key].dtype:
+            entry = (stored, _dtype_name(tensor.dtype), _dtype_name(ours[key].dtype))
+            if _same_kind(tensor.dtype, ours[key].dtype):
+                report.casts.append(entry)
+            else:
+                report.wrong_dtype.append(entry)
+                source_of[key] = stored
+                continue
         mapped[key] = tensor
         source_of[key] = stored
         if key != stored:
