@@ -21,6 +21,7 @@ std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor&
                                                   const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
                                                   const Tensor& A_logs, const Tensor& Ds) {
   hc::cross_scan_fwd("hands3c::cross_scan_fwd", kCpu, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+  const hc::NoAutocast no_autocast;
   return hands3c::cpu::cross_scan_fwd(as_f32(u), x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
 }
 
@@ -30,6 +31,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
     const Tensor& checkpoints) {
   hc::cross_scan_bwd("hands3c::cross_scan_bwd", kCpu, dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
                      Ds, dbl, checkpoints);
+  const hc::NoAutocast no_autocast;
   return hands3c::cpu::cross_scan_bwd(as_f32(dout), as_f32(u), x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
                                       Ds, dbl, checkpoints);
 }

@@ -16,6 +16,7 @@ const hc::Target kCpu{c10::DeviceType::CPU, "CPU"};
 std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const Tensor& y_channel, const Tensor& z,
                                                  const Tensor& weight, const Tensor& bias, double eps) {
   hc::merge_fwd("hands3c::s3c_merge_fwd", kCpu, y_spatial, y_channel, z, weight, bias, eps);
+  const hc::NoAutocast no_autocast;
   return hands3c::cpu::s3c_merge_fwd(y_spatial, y_channel, z, weight, bias, eps);
 }
 
@@ -24,6 +25,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
                                                          const Tensor& weight, const Tensor& bias,
                                                          const Tensor& mean, const Tensor& rstd) {
   hc::merge_bwd("hands3c::s3c_merge_bwd", kCpu, dout, y_spatial, y_channel, z, weight, bias, mean, rstd);
+  const hc::NoAutocast no_autocast;
   return hands3c::cpu::s3c_merge_bwd(dout, y_spatial, y_channel, z, weight, bias, mean, rstd);
 }
 

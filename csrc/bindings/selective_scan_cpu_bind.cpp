@@ -19,6 +19,7 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Ten
                                                       const OptTensor& z, const OptTensor& delta_bias,
                                                       bool delta_softplus) {
   hc::selective_scan_fwd("hands3c::selective_scan_fwd", kCpu, u, delta, A, B, C, D, z, delta_bias);
+  const hc::NoAutocast no_autocast;
   return hands3c::cpu::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
 }
 
@@ -28,6 +29,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     bool delta_softplus, const Tensor& checkpoints) {
   hc::selective_scan_bwd("hands3c::selective_scan_bwd", kCpu, dout, dlast_state, u, delta, A, B, C, D, z, delta_bias,
                          checkpoints);
+  const hc::NoAutocast no_autocast;
   return hands3c::cpu::selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                           checkpoints);
 }

@@ -102,6 +102,7 @@ std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor&
                                                   const Tensor& A_logs, const Tensor& Ds) {
   const checks::CrossScanDims d =
       checks::cross_scan_fwd(kFwd, kTarget, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+  const checks::NoAutocast no_autocast;
   DeviceGuard guard(u);
   Prepared p = prepare(kFwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, d);
   // dbl[b, l, k, c] = sum_d x_proj_weight[k, c, d] * u[b, d, l]: one GEMM (full float32 unless
@@ -129,6 +130,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
     const Tensor& checkpoints) {
   const checks::CrossScanDims d = checks::cross_scan_bwd(kBwd, kTarget, dout, u, x_proj_weight, dt_projs_weight,
                                                          dt_projs_bias, A_logs, Ds, dbl, checkpoints);
+  const checks::NoAutocast no_autocast;
   DeviceGuard guard(u);
   Prepared p = prepare(kBwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, d);
   const Tensor dbl_c = dbl.contiguous();

@@ -49,6 +49,7 @@ MergeProblem prepare(const char* op, const Tensor& ys, const Tensor& yc, const T
 std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const Tensor& y_channel, const Tensor& z,
                                                  const Tensor& weight, const Tensor& bias, double eps) {
   const checks::MergeDims m = checks::merge_fwd(kFwd, kTarget, y_spatial, y_channel, z, weight, bias, eps);
+  const checks::NoAutocast no_autocast;
   DeviceGuard guard(y_spatial);
   Tensor wc, bc;
   MergeProblem mp = prepare(kFwd, y_spatial, y_channel, z, weight, bias, m, wc, bc);
@@ -68,6 +69,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
                                                          const Tensor& mean, const Tensor& rstd) {
   const checks::MergeDims m =
       checks::merge_bwd(kBwd, kTarget, dout, y_spatial, y_channel, z, weight, bias, mean, rstd);
+  const checks::NoAutocast no_autocast;
   DeviceGuard guard(y_spatial);
   Tensor wc, bc;
   const MergeProblem mp = prepare(kBwd, y_spatial, y_channel, z, weight, bias, m, wc, bc);

@@ -85,6 +85,7 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_fwd(const Tensor& u, const Ten
                                                       const OptTensor& z, const OptTensor& delta_bias,
                                                       bool delta_softplus) {
   const checks::SelectiveScanDims s = checks::selective_scan_fwd(kFwd, kTarget, u, delta, A, B, C, D, z, delta_bias);
+  const checks::NoAutocast no_autocast;
   DeviceGuard guard(u);
   Prepared p = prepare(kFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus, s);
   const ScanPlan pl = make_plan(kFwd, p.pb, u, false);
@@ -110,6 +111,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     bool delta_softplus, const Tensor& checkpoints) {
   const checks::SelectiveScanDims s = checks::selective_scan_bwd(kBwd, kTarget, dout, dlast_state, u, delta, A, B, C,
                                                                  D, z, delta_bias, checkpoints);
+  const checks::NoAutocast no_autocast;
   DeviceGuard guard(u);
   Prepared p = prepare(kBwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus, s);
   const ScanPlan pl = make_plan(kBwd, p.pb, u, true);

@@ -13,6 +13,8 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
+#include <c10/core/DispatchKeySet.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
@@ -33,6 +35,14 @@ constexpr int64_t kCheckpointStride = 64;
 constexpr int64_t kMaxState = 64;
 // The merge's CUDA row view holds at most 7 leading dimensions.
 constexpr int64_t kMergeMaxDims = 8;
+
+// Held for the duration of an operator's kernel: the ATen calls inside it (the projection
+// GEMMs) run in the operator's own precision, float32.  Without it a call under
+// torch.autocast would let autocast turn those inner matmuls into bfloat16 / float16 ones,
+// whose results the kernels then misread as float32 buffers.
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
 
 // The device kind a registration's kernels run on, and how messages call it.
 struct Target {
