@@ -8,14 +8,60 @@ extension ``handS3C._C_cuda`` when a CUDA toolkit and a CUDA build of torch are 
 * ``TORCH_CUDA_ARCH_LIST`` defaults to ``8.0;9.0``.
 * ``CUDA_HOME`` defaults to ``/usr/local/cuda`` when that folder holds ``bin/nvcc``
   (torch's own guess picks the wrong root on some machines).
+
+The extensions are compiled against the torch of the interpreter that runs the build, which
+must be the one that will import them: build with ``pip install --no-build-isolation -e .``
+(or ``pip wheel --no-build-isolation .``).  torch is deliberately not a build requirement in
+pyproject.toml; an isolated build (pip's default) stops before compiling anything, saying so
+(``handS3C/_build_info.py``).  Each extension embeds the torch/CUDA versions it was built
+against, and ``import handS3C`` refuses a mismatch.
+
+Object files live in one persistent folder, ``build/temp.<platform>-<python>``, shared by
+editable and wheel builds (ninja recompiles only what changed; a wheel built after
+``pip install -e .`` only relinks), and a file lock there serialises concurrent builds.
 """
+import fcntl
 import glob
+import importlib.util
 import os
 import sys
+import sysconfig
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+BUILD_TEMP = os.path.join(ROOT, "build", f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}")
+GENERATED_INCLUDE = os.path.join(ROOT, "build", "generated")
+
+
+def _load_build_info():
+    # By path: importing the handS3C package would import torch and the extensions.
+    spec = importlib.util.spec_from_file_location("_hands3c_build_info", os.path.join(ROOT, "handS3C", "_build_info.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_build_info = _load_build_info()
+
+
+def _check_build_environment():
+    """Stop (before importing torch) when the build cannot see the torch it must compile against."""
+    spec = importlib.util.find_spec("torch")
+    torch_dir = spec.submodule_search_locations[0] if spec is not None and spec.submodule_search_locations else None
+    version = None
+    if torch_dir is not None:
+        try:
+            import importlib.metadata as md
+            version = md.version("torch")
+        except Exception:  # a torch without metadata (a source checkout on the path)
+            version = "unknown version"
+    paths = sysconfig.get_paths()
+    problem = _build_info.build_environment_problem(
+        sys_path=sys.path, site_dirs=[paths["purelib"], paths["platlib"]], build_torch_dir=torch_dir,
+        build_torch_version=version)
+    if problem:
+        raise SystemExit(problem)
 
 
 def _rel(pattern):
@@ -38,12 +84,38 @@ def _nvidia_wheel_includes():
     return out
 
 
+def _build_ext_class(base):
+    class HandS3CBuildExt(base):
+        """torch's BuildExtension with the shared object folder and a lock around the build."""
+
+        def finalize_options(self):
+            # Before the base class copies build_temp from `build` (a throw-away folder in
+            # editable builds): a fixed folder lets ninja reuse the objects of earlier builds.
+            if self.build_temp is None:
+                self.build_temp = BUILD_TEMP
+            super().finalize_options()
+
+        def run(self):
+            os.makedirs(self.build_temp, exist_ok=True)
+            with open(os.path.join(self.build_temp, ".hands3c-build.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # two builds in one object folder corrupt it
+                super().run()
+
+    return HandS3CBuildExt
+
+
 def _extensions():
     _configure_cuda_env()
+    _check_build_environment()
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
-    include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")]
+    # The torch/CUDA versions the extensions embed (csrc/bindings/build_info.cpp,
+    # csrc/cuda/build_info_cuda.cpp); rewritten only when they change, so ninja keeps the objects.
+    _build_info.write_if_changed(
+        os.path.join(GENERATED_INCLUDE, "hands3c_build_info.h"),
+        _build_info.header_text(_build_info.record_fields(torch, os.environ.get("TORCH_CUDA_ARCH_LIST"))))
+    include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc"), GENERATED_INCLUDE]
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas"]
     exts = [
         CppExtension(
@@ -78,7 +150,7 @@ def _extensions():
                 },
             )
         )
-    return exts, {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    return exts, {"build_ext": _build_ext_class(BuildExtension).with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = _extensions()
