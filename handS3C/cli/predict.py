@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 DESCRIPTION = ("Reconstruct the hand in each picture: crop around its hand box (x1.5, made square, as in "
                "training) or take the whole picture when it is already a hand crop, run the model in batches, "
@@ -59,5 +60,6 @@ def run(args) -> int:
                             out_dir=args.out, bbox=args.bbox, bboxes_file=args.bboxes, input_size=args.input_size,
                             backend=args.backend, device=args.device, batch_size=args.batch_size,
                             focal=args.focal, overlay=not args.no_overlay)
-    print(f"wrote {len(written)} predictions to {args.out}")
+    stems = {os.path.basename(p).split(".")[0].replace("_overlay", "") for p in written}
+    print(f"wrote {len(written)} files for {len(stems)} pictures to {args.out}")
     return 0
