@@ -1,7 +1,8 @@
 """``hands3c evaluate`` end to end on synthetic splits in the real layouts, and its bad-input cases.
 
 A randomly initialised HandS3C is saved in the published snapshot layout (``{'network': state
-dict with 'module.' prefixes, 'epoch', 'optimizer'}``); the command runs it over a 2-sample
+dict with 'module.' prefixes, 'epoch', 'optimizer'}``, for FreiHAND) and as the project's trainer
+saves it (with its resume entry, for HO3D and DexYCB); the command runs it over a 2-sample
 evaluation split, and the test reads back what it wrote: ``metrics.json`` against the official
 formulas applied to ``pred.zip`` and the split's own ground-truth files (``evaluation_xyz.json``,
 ``evaluation_verts.json``: FreiHAND in the camera frame, HO3D in OpenGL coordinates and HO3D
@@ -35,6 +36,7 @@ def _err_mm(a, b):
 
 
 def _snapshot(path, input_size, mano):
+    """A published-layout snapshot of a random network (what the published trainer saves)."""
     import handS3C
 
     torch.manual_seed(input_size)
@@ -42,6 +44,22 @@ def _snapshot(path, input_size, mano):
     torch.save({"network": {"module." + k: v for k, v in model.state_dict().items()}, "epoch": 4,
                 "optimizer": {}}, path)
     return str(path)
+
+
+def _trainer_snapshot(folder, input_size, mano):
+    """A snapshot as 'hands3c train' writes it (handS3C.training.snapshot: the published entries,
+    a real Adam state dict, the resume entry 'hands3c', a .sha256 beside it)."""
+    import handS3C
+    from handS3C.training.snapshot import save_snapshot
+
+    torch.manual_seed(input_size)
+    model = handS3C.HandS3C(input_size=input_size, backend="cpu", mano_model_path=mano)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    state = {"epoch": 6, "network": {"module." + k: v for k, v in model.state_dict().items()},
+             "optimizer": opt.state_dict(),
+             "hands3c": {"format": 1, "completed_epochs": 7, "step": 70, "config": {"dataset": "ho3d"},
+                         "best": None, "rng": [], "skipped_batches": 0}}
+    return save_snapshot(str(folder), 7, state)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +73,7 @@ def synth(tmp_path_factory):
     mano = os.path.join(out["freihand"], "MANO_RIGHT.pkl")
     out["mano"] = mano
     out["ckpt224"] = _snapshot(root / "snapshot_5.pth.tar", 224, mano)
-    out["ckpt256"] = _snapshot(root / "snapshot_256.pth.tar", 256, mano)
+    out["ckpt256"] = _trainer_snapshot(root / "trained", 256, mano)
     out["root"] = root
     return out
 
@@ -120,7 +138,9 @@ def test_ho3d_submission_is_opengl_ho3d_order_and_scores_like_the_official_scrip
 def test_dexycb_reports_published_metrics_and_mesh_metrics(synth, tmp_path):
     assert _evaluate(synth, "dexycb", tmp_path) == 0
     assert "pred.zip" not in os.listdir(tmp_path)              # DexYCB has no submission server
-    m = json.load(open(tmp_path / "metrics.json"))["metrics"]
+    rec = json.load(open(tmp_path / "metrics.json"))
+    assert rec["checkpoint_epoch"] == 6                        # the trainer's snapshot loaded
+    m = rec["metrics"]
     for k in ("mpjpe_mm", "pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15", "pa_f5", "pa_f15"):
         assert k in m, k
     assert m["num_mesh_samples"] == N_EVAL and m["pa_mpjpe_mm"] < m["mpjpe_mm"]
