@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from typing import List, Optional
 
 import numpy as np
@@ -297,7 +298,7 @@ class HO3D(HandDataset):
                         rec.root = meta_array(meta, "handJoints3D", (3,), meta_path) @ OPENGL_TO_OPENCV
                 except KeyError as e:
                     raise DatasetError(f"HO3D: sample {i} ({meta_path}): meta file lacks {e.args[0]!r}") from None
-                except (ValueError, OSError) as e:
+                except (ValueError, OSError, pickle.UnpicklingError) as e:
                     if isinstance(e, DatasetError):
                         raise
                     raise DatasetError(f"HO3D: sample {i} ({meta_path}): {e}") from e

@@ -62,36 +62,43 @@ def render_mesh(verts_cam, faces, K, height: int, width: int, image: Optional[np
     col = np.broadcast_to(np.asarray(color, dtype=np.float64), (len(Fi), 3))
     face_rgb = np.clip(col * shade[:, None], 0.0, 1.0)
 
-    for f in range(len(Fi)):
-        ia, ib, ic = Fi[f]
-        if min(z[ia], z[ib], z[ic]) < near:
-            continue
-        (xa, ya), (xb, yb), (xc, yc) = uv[ia], uv[ib], uv[ic]
-        x0 = max(int(np.ceil(min(xa, xb, xc))), 0)
-        x1 = min(int(np.floor(max(xa, xb, xc))), width - 1)
-        y0 = max(int(np.ceil(min(ya, yb, yc))), 0)
-        y1 = min(int(np.floor(max(ya, yb, yc))), height - 1)
-        if x0 > x1 or y0 > y1:
-            continue
-        area = (xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)
-        if abs(area) < 1e-12:
-            continue
-        gx, gy = np.meshgrid(np.arange(x0, x1 + 1, dtype=np.float64), np.arange(y0, y1 + 1, dtype=np.float64))
-        w0 = ((xb - gx) * (yc - gy) - (xc - gx) * (yb - gy)) / area
-        w1 = ((xc - gx) * (ya - gy) - (xa - gx) * (yc - gy)) / area
+    # Vectorised over faces: every pixel centre of every face's bounding box is a candidate;
+    # barycentric inside test, perspective-correct depth, then the nearest candidate per pixel wins.
+    ok = (z[Fi].min(1) >= near)
+    tri_uv = uv[Fi]                                        # (F, 3, 2)
+    x0 = np.clip(np.ceil(tri_uv[..., 0].min(1)), 0, width - 1).astype(np.int64)
+    x1 = np.clip(np.floor(tri_uv[..., 0].max(1)), -1, width - 1).astype(np.int64)
+    y0 = np.clip(np.ceil(tri_uv[..., 1].min(1)), 0, height - 1).astype(np.int64)
+    y1 = np.clip(np.floor(tri_uv[..., 1].max(1)), -1, height - 1).astype(np.int64)
+    a, b, c = tri_uv[:, 0], tri_uv[:, 1], tri_uv[:, 2]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    ok &= (x1 >= x0) & (y1 >= y0) & (np.abs(area) > 1e-12) & np.isfinite(area)
+    faces_ok = np.nonzero(ok)[0]
+    if faces_ok.size:
+        bw = (x1 - x0 + 1)[faces_ok]
+        cnt = bw * (y1 - y0 + 1)[faces_ok]
+        fid = np.repeat(faces_ok, cnt)
+        k = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        bwr = np.repeat(bw, cnt)
+        gx = (x0[fid] + k % bwr).astype(np.float64)
+        gy = (y0[fid] + k // bwr).astype(np.float64)
+        A, B, C, ar = a[fid], b[fid], c[fid], area[fid]
+        w0 = ((B[:, 0] - gx) * (C[:, 1] - gy) - (C[:, 0] - gx) * (B[:, 1] - gy)) / ar
+        w1 = ((C[:, 0] - gx) * (A[:, 1] - gy) - (A[:, 0] - gx) * (C[:, 1] - gy)) / ar
         w2 = 1.0 - w0 - w1
         inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-        if not inside.any():
-            continue
-        # perspective-correct depth: 1/z is linear in screen space
-        zi = 1.0 / (w0 / z[ia] + w1 / z[ib] + w2 / z[ic])
-        sub = zbuf[y0:y1 + 1, x0:x1 + 1]
-        win = inside & (zi < sub)
-        if not win.any():
-            continue
-        sub[win] = zi[win]
-        out[y0:y1 + 1, x0:x1 + 1][win] = face_rgb[f]
-        mask[y0:y1 + 1, x0:x1 + 1][win] = True
+        fz = z[Fi[fid[inside]]]                            # (n, 3)
+        zi = 1.0 / (w0[inside] / fz[:, 0] + w1[inside] / fz[:, 1] + w2[inside] / fz[:, 2])
+        pid = gy[inside].astype(np.int64) * width + gx[inside].astype(np.int64)
+        order = np.lexsort((zi, pid))
+        pid_sorted = pid[order]
+        first = np.ones(pid_sorted.size, dtype=bool)
+        first[1:] = pid_sorted[1:] != pid_sorted[:-1]
+        win = order[first]
+        flat = out.reshape(-1, 3)
+        flat[pid[win]] = face_rgb[fid[inside][win]]
+        mask.reshape(-1)[pid[win]] = True
+        zbuf.reshape(-1)[pid[win]] = zi[win]
     return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mask
 
 
