@@ -10,7 +10,7 @@
 """
 from .loop import EvaluationResult, evaluate_model, protocol_of
 from .metrics import (F_THRESHOLDS_M, HO3D_SCALE_JOINTS, MM_PER_M, PCKAccumulator, PCKResult,
-                      align_scale_translation, fscore, mpjpe, mpvpe, nearest_neighbour_distances, pa_mpjpe,
+                      align_scale_translation, fscore, fscores, mpjpe, mpvpe, nearest_neighbour_distances, pa_mpjpe,
                       pa_mpvpe, pck_curve, point_errors, procrustes_align, root_align)
 from .plots import plot_pck_curves
 from .scoring import CURVE_TITLES, PROTOCOLS, HandScorer, Protocol, format_metrics_table
@@ -19,7 +19,7 @@ from .submission import (SUBMISSION_FORMATS, atomic_write, read_submission, to_s
 
 __all__ = ["EvaluationResult", "evaluate_model", "protocol_of",
            "F_THRESHOLDS_M", "HO3D_SCALE_JOINTS", "MM_PER_M", "PCKAccumulator", "PCKResult",
-           "align_scale_translation", "fscore", "mpjpe", "mpvpe", "nearest_neighbour_distances", "pa_mpjpe",
+           "align_scale_translation", "fscore", "fscores", "mpjpe", "mpvpe", "nearest_neighbour_distances", "pa_mpjpe",
            "pa_mpvpe", "pck_curve", "point_errors", "procrustes_align", "root_align",
            "plot_pck_curves", "CURVE_TITLES", "PROTOCOLS", "HandScorer", "Protocol", "format_metrics_table",
            "SUBMISSION_FORMATS", "atomic_write", "read_submission", "to_submission_frame", "write_json_atomic",

@@ -84,7 +84,8 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8
         device: where the model runs; ``None``: the device of the model's parameters.
         progress: show a tqdm bar.
         gt_mano: a ``ManoLayer`` giving ground-truth vertices for samples that carry MANO parameters
-            but no vertices (DexYCB); ``None``: such samples get joint metrics only.
+            but no vertices (DexYCB); ``None``: such samples get joint metrics only.  It is moved
+            to ``device`` (in place, as ``Module.to`` does).
         keep_predictions: keep the placed predictions (needed for a submission file).
         max_samples: stop after this many samples (a quick look during training).
 
@@ -102,6 +103,8 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
     device = torch.device(device)
+    if gt_mano is not None:
+        gt_mano = gt_mano.to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     total = len(dataset) if max_samples is None else min(len(dataset), max_samples)

@@ -38,7 +38,7 @@ __all__ = [
     "MM_PER_M", "HO3D_SCALE_JOINTS", "PCK_MIN_M", "PCK_MAX_M", "PCK_STEPS", "F_THRESHOLDS_M",
     "point_errors", "mpjpe", "pa_mpjpe", "mpvpe", "pa_mpvpe",
     "procrustes_align", "align_scale_translation", "root_align",
-    "nearest_neighbour_distances", "fscore", "pck_curve", "PCKAccumulator", "PCKResult",
+    "nearest_neighbour_distances", "fscore", "fscores", "pck_curve", "PCKAccumulator", "PCKResult",
 ]
 
 MM_PER_M = 1000.0
@@ -136,21 +136,54 @@ mpvpe = mpjpe
 pa_mpvpe = pa_mpjpe
 
 
+def _nn_both_ways(a: torch.Tensor, b: torch.Tensor, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """From one exact distance matrix per sample: (each a to its nearest b (B, N), each b to its nearest a (B, M))."""
+    d_ab, d_ba = [], []
+    for i in range(0, a.shape[0], chunk):
+        aa, bb = a[i:i + chunk].double(), b[i:i + chunk].double()
+        # Explicit coordinate differences, one axis at a time (memory: one (chunk, N, M) matrix),
+        # not torch.cdist: its matrix-product form loses digits for near-coincident points, and
+        # distances close to the threshold decide the F-score.
+        d2 = None
+        for c in range(3):
+            diff = aa[:, :, None, c] - bb[:, None, :, c]
+            d2 = diff * diff if d2 is None else d2.addcmul_(diff, diff)
+        d_ab.append(d2.min(dim=2).values.sqrt_())
+        d_ba.append(d2.min(dim=1).values.sqrt_())
+    return torch.cat(d_ab, dim=0), torch.cat(d_ba, dim=0)
+
+
 def nearest_neighbour_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """For every point of ``a`` (B, N, 3) its distance to the nearest point of ``b`` (B, M, 3): (B, N) float64.
 
     Exact (a full pairwise distance matrix), ``chunk`` samples at a time to bound memory
-    (B × N × M doubles per chunk: 16 × 778 × 778 × 8 B = 77 MB).
+    (chunk × N × M doubles: 16 × 778 × 778 × 8 B = 77 MB).
     """
     _check_pair(a, b, "nearest_neighbour_distances", same_n=False)
-    out = []
-    for i in range(0, a.shape[0], chunk):
-        aa, bb = a[i:i + chunk].double(), b[i:i + chunk].double()
-        # Explicit differences, not torch.cdist: cdist's matrix-product formulation loses digits
-        # for near-coincident points, and distances near the threshold decide the F-score.
-        d = torch.linalg.vector_norm(aa.unsqueeze(2) - bb.unsqueeze(1), dim=-1)
-        out.append(d.min(dim=2).values)
-    return torch.cat(out, dim=0)
+    return _nn_both_ways(a, b, chunk)[0]
+
+
+def fscores(pred: torch.Tensor, gt: torch.Tensor, thresholds: Sequence[float] = F_THRESHOLDS_M,
+            chunk: int = 16) -> Dict[float, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Official F-score at several thresholds (metres) from one distance matrix per sample.
+
+    pred (B, M, 3), gt (B, N, 3) metres (M and N may differ).  Returns
+    {threshold: (f, precision, recall)}, each (B,) float64 in [0, 1].
+    """
+    _check_pair(pred, gt, "fscore", same_n=False)
+    for t in thresholds:
+        if not t > 0:
+            raise ValueError(f"fscore: threshold must be a positive distance in metres, got {t!r}")
+    d_gt, d_pr = _nn_both_ways(gt, pred, chunk)    # each GT point to the prediction, and the converse
+    out = {}
+    for t in thresholds:
+        precision = (d_gt < t).double().mean(dim=1)
+        recall = (d_pr < t).double().mean(dim=1)
+        denom = precision + recall
+        f = torch.where(denom > 0, 2 * precision * recall / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                        torch.zeros_like(denom))
+        out[t] = (f, precision, recall)
+    return out
 
 
 def fscore(pred: torch.Tensor, gt: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -158,16 +191,7 @@ def fscore(pred: torch.Tensor, gt: torch.Tensor, threshold: float) -> Tuple[torc
 
     pred (B, M, 3), gt (B, N, 3) metres (M and N may differ).
     """
-    if not threshold > 0:
-        raise ValueError(f"fscore: threshold must be a positive distance in metres, got {threshold!r}")
-    d_gt = nearest_neighbour_distances(gt, pred)    # each GT point to the prediction
-    d_pr = nearest_neighbour_distances(pred, gt)    # each predicted point to the GT
-    precision = (d_gt < threshold).double().mean(dim=1)
-    recall = (d_pr < threshold).double().mean(dim=1)
-    denom = precision + recall
-    f = torch.where(denom > 0, 2 * precision * recall / torch.where(denom > 0, denom, torch.ones_like(denom)),
-                    torch.zeros_like(denom))
-    return f, precision, recall
+    return fscores(pred, gt, (threshold,))[threshold]
 
 
 def _thresholds(val_min: float = PCK_MIN_M, val_max: float = PCK_MAX_M, steps: int = PCK_STEPS) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .metrics import (F_THRESHOLDS_M, HO3D_SCALE_JOINTS, PCKAccumulator, align_scale_translation,
-                      fscore, point_errors, procrustes_align)
+                      fscores, point_errors, procrustes_align)
 
 __all__ = ["PROTOCOLS", "Protocol", "HandScorer", "CURVE_TITLES", "format_metrics_table"]
 
@@ -122,10 +122,9 @@ class HandScorer:
         pv_al = procrustes_align(pv, gv, self.protocol.allow_reflection)
         self._pck["mesh"].update(point_errors(pv, gv))
         self._pck["pa_mesh"].update(point_errors(pv_al, gv))
-        for t in F_THRESHOLDS_M:
-            key = f"f{round(t * 1000)}"
-            self._f_sums[key] += float(fscore(pv, gv, t)[0].sum())
-            self._f_sums["pa_" + key] += float(fscore(pv_al, gv, t)[0].sum())
+        for prefix, pred in (("", pv), ("pa_", pv_al)):
+            for t, (f, _, _) in fscores(pred, gv, F_THRESHOLDS_M).items():
+                self._f_sums[f"{prefix}f{round(t * 1000)}"] += float(f.sum())
         self._n_mesh += pv.shape[0]
 
     def compute(self) -> Dict[str, float]:

@@ -13,7 +13,7 @@ import torch
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.transform import Rotation
 
-from handS3C.evaluation import (HandScorer, align_scale_translation, fscore, mpjpe, nearest_neighbour_distances,
+from handS3C.evaluation import (HandScorer, align_scale_translation, fscore, fscores, mpjpe, nearest_neighbour_distances,
                                 pa_mpjpe, pa_mpvpe, pck_curve, point_errors, procrustes_align, root_align,
                                 PCKAccumulator)
 
@@ -167,6 +167,11 @@ def test_nearest_neighbours_and_fscore_match_brute_force():
             assert (float(f[i]), float(prec[i]), float(rec[i])) == pytest.approx(ref, abs=1e-12)
         if th == 0.005:
             assert 0.0 < float(f.min()) and float(f.max()) < 1.0    # the case is not trivially 0 or 1
+    # several thresholds from one distance matrix, one sample per chunk: the same answers
+    multi = fscores(p, g, (0.005, 0.015), chunk=1)
+    for th in (0.005, 0.015):
+        for got, want in zip(multi[th], fscore(p, g, th)):
+            assert torch.equal(got, want)
 
 
 def test_fscore_known_answers():
