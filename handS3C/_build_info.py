@@ -198,11 +198,10 @@ def check_record(extension: str, path: str, record: Optional[Dict], torch_versio
     built = {"torch": record.get("torch"), "torch_cuda": record.get("torch_cuda")}
     running = {"torch": torch_version, "torch_cuda": torch_cuda}
     msg = (f"handS3C's extension {extension} ({path}) was built against "
-           f"{describe(built['torch'], built['torch_cuda'])}, but the running torch is "
+           f"{describe(built['torch'], built['torch_cuda'])}, but the running one is "
            f"{describe(torch_version, torch_cuda)}. An extension only works with the torch it was "
            f"compiled against. Rebuild it against the running torch with `{REBUILD_COMMAND}` from "
-           f"the repository root (plain `pip install -e .` builds against whatever torch pip puts in "
-           f"its isolated build environment).")
+           f"the repository root (build isolation off, so that the build sees this torch).")
     if load_error is not None:
         msg += f" Loading it failed with: {load_error}"
     raise ExtensionBuildMismatchError(msg, extension=extension, path=path, built=built, running=running)

@@ -191,7 +191,7 @@ def test_import_refuses_an_extension_built_for_another_torch(tmp_path, loadable)
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("handS3C._build_info.ExtensionBuildMismatchError:"), r.stderr
-    assert f"torch {fake}" in last and f"running torch is torch {torch.__version__}" in last
+    assert f"torch {fake}" in last and f"running one is torch {torch.__version__}" in last
     assert REBUILD_COMMAND in last and str(tmp_path) in last
 
 
