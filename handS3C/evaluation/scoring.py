@@ -67,6 +67,9 @@ CURVE_TITLES = {
 class HandScorer:
     """Streams (prediction, ground truth) batches through one benchmark's protocol.
 
+    The alignments and nearest-neighbour searches run on the device of the predictions (a GPU
+    run scores on the GPU); only the per-point errors go to the CPU accumulators.
+
     Args:
         protocol: ``"freihand"``, ``"ho3d"`` or ``"dexycb"`` (see the module docstring).
     """
@@ -100,8 +103,8 @@ class HandScorer:
     def update_joints(self, pred_joints: torch.Tensor, gt_joints: torch.Tensor) -> None:
         """pred_joints, gt_joints: (B, 21, 3) metres, camera frame, placed and in the protocol's joint
         order (HO3D: HO3D order, since ``align_sc_tr`` indexes joints 0 and 4 of it); B may be 0."""
-        pj = self._finite("pred_joints", pred_joints.detach().cpu())
-        gj = self._finite("gt_joints", gt_joints.detach().cpu())
+        pj = self._finite("pred_joints", pred_joints.detach())
+        gj = self._finite("gt_joints", gt_joints.detach().to(pred_joints.device))
         if not pj.shape[0] and not gj.shape[0]:
             return
         self._pck["joints"].update(point_errors(pj, gj))
@@ -113,8 +116,8 @@ class HandScorer:
 
     def update_mesh(self, pred_verts: torch.Tensor, gt_verts: torch.Tensor) -> None:
         """pred_verts, gt_verts: (B, 778, 3) metres, camera frame, placed; B may be 0."""
-        pv = self._finite("pred_verts", pred_verts.detach().cpu())
-        gv = self._finite("gt_verts", gt_verts.detach().cpu())
+        pv = self._finite("pred_verts", pred_verts.detach())
+        gv = self._finite("gt_verts", gt_verts.detach().to(pred_verts.device))
         if not pv.shape[0] and not gv.shape[0]:
             return
         # Vertices are aligned on their own (the official scripts do so when the prediction has
