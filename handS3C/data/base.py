@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import augment as aug
-from .decode import ImageDecodeError, warp_crop
+from .decode import ImageDecodeError, warp_crop_planes
 
 __all__ = ["Record", "HandDataset", "DatasetError", "check_dir", "check_file"]
 
@@ -185,6 +185,12 @@ class HandDataset(Dataset):
                     raise DatasetError(f"{self.name}: no sample decodes") from e
                 i = (i + 1) % len(self)
 
+    def _crop_image(self, rec: Record, M: np.ndarray, S: int, side: float, p: aug.AugParams) -> np.ndarray:
+        """(3, S, S) float32 RGB in [0, 1]: reduced-scale decode, one uint8 warp, then colour scale, clip,
+        CHW layout and float conversion in one look-up-table pass over the crop."""
+        img, _ = warp_crop_planes(rec.file, M, S, side, color=p.color, fast=self.fast_decode)
+        return img
+
     def _build(self, index: int) -> dict:
         rec = self.records[index]
         S = self.input_size
@@ -193,13 +199,10 @@ class HandDataset(Dataset):
         M, Rz, side = aug.crop_affine(box, S, p, flip_width=rec.width if rec.flip else None)
         # M maps file pixels to crop pixels; in the sample's (mirrored) frame the affine is M_s
         M_s = M @ np.array([[-1.0, 0, rec.width - 1.0], [0, 1, 0], [0, 0, 1]]) if rec.flip else M
-        crop, _ = warp_crop(rec.file, M, S, side, fast=self.fast_decode)
-        img = crop.astype(np.float32) * (1.0 / 255.0)
-        if p.color != (1.0, 1.0, 1.0):
-            img = np.clip(img * np.asarray(p.color, dtype=np.float32)[None, None, :], 0.0, 1.0)
+        img = self._crop_image(rec, M, S, side, p)
         M3 = np.vstack([M_s, [0.0, 0.0, 1.0]])
         K_crop = M3 @ rec.K @ Rz.T
-        out = {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))}
+        out = {"image": torch.from_numpy(img)}
 
         z3 = np.zeros((21, 3))
         has_j = rec.joints3d is not None

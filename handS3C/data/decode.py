@@ -19,7 +19,7 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ["choose_dct_scale", "read_image_bytes", "decode_image", "warp_crop", "ImageDecodeError"]
+__all__ = ["choose_dct_scale", "read_image_bytes", "decode_image", "warp_crop", "warp_crop_planes", "ImageDecodeError"]
 
 _REDUCED = {1: None, 2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
 _JPEG_MAGIC = b"\xff\xd8"
@@ -63,6 +63,27 @@ def is_jpeg(data: np.ndarray) -> bool:
     return data.size >= 2 and bytes(data[:2]) == _JPEG_MAGIC
 
 
+def warp_crop_planes(path: str, image_to_crop: np.ndarray, output_size: int, crop_side_px: float,
+                     color=(1.0, 1.0, 1.0), fast: bool = True) -> Tuple[np.ndarray, int]:
+    """The crop as a (3, S, S) float32 RGB array in [0, 1], colour-scaled per channel and clipped.
+
+    The uint8 BGR crop is split into planes (cheap) and each plane goes through a 256-entry float32
+    look-up table ``min(v * color_c, 255) / 255``, so the channel reversal, the CHW layout, the
+    colour scale, the clip and the conversion to float are one pass over the crop's pixels.
+    Returns ``(planes, scale d used)``.
+    """
+    import cv2
+
+    crop, d = _warp_bgr(path, image_to_crop, output_size, crop_side_px, fast)
+    levels = np.arange(256, dtype=np.float32)
+    b, g, r = cv2.split(crop)
+    out = np.empty((3, output_size, output_size), dtype=np.float32)
+    for k, (plane, c) in enumerate(((r, color[0]), (g, color[1]), (b, color[2]))):
+        lut = (np.minimum(levels * np.float32(c), 255.0) * np.float32(1.0 / 255.0)).astype(np.float32)
+        cv2.LUT(plane, lut, dst=out[k])
+    return out, d
+
+
 def warp_crop(path: str, image_to_crop: np.ndarray, output_size: int, crop_side_px: float,
               fast: bool = True) -> Tuple[np.ndarray, int]:
     """The S x S RGB uint8 crop of the image file at ``path``.
@@ -74,6 +95,11 @@ def warp_crop(path: str, image_to_crop: np.ndarray, output_size: int, crop_side_
 
     Returns ``(crop (S, S, 3) uint8 RGB, scale d used)``.
     """
+    crop, d = _warp_bgr(path, image_to_crop, output_size, crop_side_px, fast)
+    return np.ascontiguousarray(crop[:, :, ::-1]), d
+
+
+def _warp_bgr(path, image_to_crop, output_size, crop_side_px, fast):
     import cv2
 
     data = read_image_bytes(path)
@@ -85,7 +111,7 @@ def warp_crop(path: str, image_to_crop: np.ndarray, output_size: int, crop_side_
         M = np.concatenate([M[:, :2] * d, (M[:, :2].sum(1) * (d - 1) / 2.0 + M[:, 2])[:, None]], axis=1)
     crop = cv2.warpAffine(img, M, (output_size, output_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return np.ascontiguousarray(crop[:, :, ::-1]), d
+    return crop, d
 
 
 def file_exists(path: str) -> bool:
