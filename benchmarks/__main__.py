@@ -2,13 +2,16 @@
 
 Times each backend available on this machine against the published computation
 ("reference": cross-scan + mamba-ssm's selective scan + cross-merge) on the same inputs, in
-one process, as medians of several runs after warm-up.  Before timing anything it checks that
+one process, interleaved (reference, backend, ..., reference, backend, ... after warm-up): a
+speed-up is the median of the per-round ratios (benchmarks/common.py), so a busy neighbour
+slows both sides of every ratio alike.  Before timing anything it checks that
 each backend's outputs match the reference (a benchmark of a wrong kernel is refused).  Prints
 a table, writes it as JSON, and draws a PNG chart of the speed-ups.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -18,7 +21,23 @@ import time
 import torch
 
 from . import suites
-from .timing import Measurement
+from .common import Measurement
+
+# The suites, one line each: name -> "module:function".  The function takes (args, device,
+# backends) and returns a list of common.Measurement rows; its module is imported only when
+# the suite runs.
+SUITES = {
+    "ops": "benchmarks.suites:suite_ops",
+    "block": "benchmarks.suites:suite_block",
+    "model": "benchmarks.suites:suite_model",
+    "deploy": "benchmarks.deploy_bench:suite_deploy",
+    "data": "benchmarks.data_bench:suite_data",
+}
+
+
+def _suite(name):
+    module, function = SUITES[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _parse(argv):
@@ -26,7 +45,8 @@ def _parse(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suites", default="ops,block,model",
                    help="comma list of: ops (the two operators and the merge), block (S3C block), "
-                        "model (full model inference and training step). Default: all")
+                        "model (full model inference and training step), data (the training data pipeline "
+                        "against the published recipe). Default: all")
     p.add_argument("--backends", default="auto",
                    help="comma list of fused backends to time beside the reference (cpu, cuda, triton); "
                         "'auto' = every backend available on this machine")
@@ -67,12 +87,9 @@ def _available_backends(device):
 def _table(rows):
     header = f"{'case':<44} {'backend':<10} {'median':>11} {'speed-up':>9} {'peak MB':>9}  note"
     lines = [header, "-" * len(header)]
-    ref = {r.name: r.median_s for r in rows if r.backend == "reference" and r.median_s == r.median_s}
     for r in rows:
         t = "n/a" if r.median_s != r.median_s else (f"{r.median_s * 1e3:9.1f} ms")
-        sp = ""
-        if r.backend != "reference" and r.name in ref and r.median_s == r.median_s:
-            sp = f"{ref[r.name] / r.median_s:8.1f}x"
+        sp = "" if r.speedup is None else f"{r.speedup:8.1f}x"
         mem = "" if r.peak_mem_mb is None else f"{r.peak_mem_mb:9.0f}"
         lines.append(f"{r.name:<44} {r.backend:<10} {t:>11} {sp:>9} {mem:>9}  {r.note}")
     return "\n".join(lines)
@@ -85,9 +102,7 @@ def _chart(rows, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    ref = {r.name: r.median_s for r in rows if r.backend == "reference" and r.median_s == r.median_s}
-    pts = [(f"{r.name}\n[{r.backend}]", ref[r.name] / r.median_s) for r in rows
-           if r.backend != "reference" and r.name in ref and r.median_s == r.median_s]
+    pts = [(f"{r.name}\n[{r.backend}]", r.speedup) for r in rows if r.speedup is not None]
     if not pts:
         return False
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(pts) + 1.5))
@@ -110,9 +125,9 @@ def main(argv=None):
     backends = _available_backends(device) if args.backends == "auto" else \
         [b.strip() for b in args.backends.split(",") if b.strip()]
     wanted = [s.strip() for s in args.suites.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in suites.SUITES]
+    unknown = [s for s in wanted if s not in SUITES]
     if unknown:
-        raise SystemExit(f"unknown suite(s) {unknown}; choose from {sorted(suites.SUITES)}")
+        raise SystemExit(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
     print(f"HandS3C kernels benchmark | device {device} | backends: reference + {backends} | "
           f"torch {torch.__version__} | {torch.get_num_threads()} threads | {platform.processor() or platform.machine()}")
     if device.type == "cpu":
@@ -120,7 +135,7 @@ def main(argv=None):
     rows: list[Measurement] = []
     t0 = time.time()
     for name in wanted:
-        rows.extend(suites.SUITES[name](args, device, backends))
+        rows.extend(_suite(name)(args, device, backends))
     print()
     print(_table(rows))
     os.makedirs(args.out, exist_ok=True)

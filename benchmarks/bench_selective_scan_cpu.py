@@ -3,8 +3,9 @@ and against mambapy's parallel scan (``mambapy.pscan.pscan``) on the same inputs
 
     python -m benchmarks.bench_selective_scan_cpu [--batch 2 --dim 2048 --L 1024 --N 16]
 
-One process, same inputs for every implementation, medians of several runs after a warm-up
-(the machines are shared and noisy, so only ratios measured together mean much).  Every
+One process, same inputs for every implementation, timed interleaved (every implementation
+once per round after a warm-up round); a speed-up is the median of the per-round ratios
+(benchmarks/common.py), since the machines are shared and noisy.  Every
 implementation's output is checked against the kernel's before anything is timed.
 
 mamba-ssm's backward is autograd through its Python loop over L, whose cost grows with L^2
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,22 +26,8 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `handS3C` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.timing import median, time_fn  # noqa: E402
+from benchmarks.common import interleaved, median, ratio, selective_scan_inputs  # noqa: E402
 from handS3C import ops, reference  # noqa: E402
-
-
-def make_inputs(batch, dim, L, N, seed=0):
-    """Mamba-style inputs: variable B/C (batch, N, L), D, z, delta_bias, softplus."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(batch, dim, L, generator=g)
-    delta = 0.5 * torch.randn(batch, dim, L, generator=g) - 1.0
-    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(dim, 1) * (0.5 + torch.rand(dim, 1, generator=g))
-    B = torch.randn(batch, N, L, generator=g)
-    C = torch.randn(batch, N, L, generator=g)
-    D = torch.randn(dim, generator=g)
-    z = torch.randn(batch, dim, L, generator=g)
-    delta_bias = 0.1 * torch.rand(dim, generator=g)
-    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True)
 
 
 def ours(**kw):
@@ -103,8 +89,8 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--L", type=int, default=1024)
     p.add_argument("--N", type=int, default=16)
-    p.add_argument("--runs", type=int, default=5, help="timed runs of the fast implementations (median)")
-    p.add_argument("--ref-runs", type=int, default=2, help="timed runs of mamba-ssm's forward")
+    p.add_argument("--runs", type=int, default=5, help="interleaved rounds of the fast implementations' fwd+bwd")
+    p.add_argument("--ref-runs", type=int, default=2, help="interleaved rounds of the forward (mamba-ssm's included)")
     p.add_argument("--ref-bwd-L", type=int, default=128,
                    help="sequence length at which mamba-ssm's backward is timed (once); 0 skips it")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -115,43 +101,39 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernel ISA "
           f"{torch.ops.hands3c.cpu_isa()}, float32, B/C variable (batch, N, L), with D, z, delta_bias, softplus")
     rows = []
+    kernel = "hands3c cpu kernel"
 
-    def record(name, pass_, shape, runs, note=""):
-        rows.append((name, pass_, shape, median(runs), len(runs), note))
-        print(f"  {name:30s} {pass_:8s} {shape:22s} {median(runs):9.4f} s  ({len(runs)} runs) {note}", flush=True)
+    def record(group, pass_, shape, rounds, warmup, note=""):
+        times = interleaved(group, rounds=rounds, warmup=warmup)
+        for name, runs in times.items():
+            sp = None if name == kernel else ratio(runs, times[kernel])
+            rows.append((name, pass_, shape, median(runs), len(runs), sp, note))
+            print(f"  {name:30s} {pass_:8s} {shape:22s} {median(runs):9.4f} s  ({len(runs)} runs) {note}", flush=True)
 
-    full = make_inputs(args.batch, args.dim, args.L, args.N)
+    full = selective_scan_inputs(args.batch, args.dim, args.L, args.N)
     shape = f"{args.batch}x{args.dim}x{args.L} N={args.N}"
-    _check(make_inputs(args.batch, min(args.dim, 64), min(args.L, 100), args.N, seed=3))
+    _check(selective_scan_inputs(args.batch, min(args.dim, 64), min(args.L, 100), args.N, seed=3))
     _check(full)
 
-    for name, fn in IMPLS.items():
-        slow = name.startswith("mamba-ssm")
-        runs = time_fn(_fwd(fn, full), runs=args.ref_runs if slow else args.runs, warmup=1)
-        record(name, "fwd", shape, runs)
-    for name, fn in IMPLS.items():
-        if name.startswith("mamba-ssm"):
-            continue
-        record(name, "fwd+bwd", shape, time_fn(_fwd_bwd(fn, full), runs=args.runs, warmup=1))
-
+    # mamba-ssm's forward is slow: it sets the number of rounds of its group
+    record({name: _fwd(fn, full) for name, fn in IMPLS.items()}, "fwd", shape, args.ref_runs, 1)
+    record({name: _fwd_bwd(fn, full) for name, fn in IMPLS.items() if not name.startswith("mamba-ssm")},
+           "fwd+bwd", shape, args.runs, 1)
     if args.ref_bwd_L:
-        small = make_inputs(args.batch, args.dim, args.ref_bwd_L, args.N, seed=2)
+        small = selective_scan_inputs(args.batch, args.dim, args.ref_bwd_L, args.N, seed=2)
         sshape = f"{args.batch}x{args.dim}x{args.ref_bwd_L} N={args.N}"
-        for name, fn in IMPLS.items():
-            slow = name.startswith("mamba-ssm")
-            runs = time_fn(_fwd_bwd(fn, small), runs=1 if slow else args.runs, warmup=0 if slow else 1)
-            record(name, "fwd+bwd", sshape, runs, "(reduced L: mamba-ssm's autograd is O(L^2))")
+        record({name: _fwd_bwd(fn, small) for name, fn in IMPLS.items()}, "fwd+bwd", sshape, 1, 0,
+               "(reduced L: mamba-ssm's autograd is O(L^2))")
 
     # Kernel throughput against its compute bound (the scan's inner loop with no memory traffic).
-    ours_fwd = next(r for r in rows if r[0] == "hands3c cpu kernel" and r[1] == "fwd")[3]
+    ours_fwd = next(r for r in rows if r[0] == kernel and r[1] == "fwd")[3]
     updates = args.batch * args.dim * args.L * args.N
     peak = torch.ops.hands3c.state_update_peak_rate(200000)
 
-    print("\nSummary (median seconds; speed-up = other / kernel on the same shape and pass)")
+    print("\nSummary (median seconds; kernel speed-up = median over rounds of other / kernel)")
     print(f"{'implementation':30s} {'pass':8s} {'shape':22s} {'median s':>10s} {'kernel speed-up':>16s}")
-    for name, pass_, shp, med, n, note in rows:
-        kern = next(r[3] for r in rows if r[0] == "hands3c cpu kernel" and r[1] == pass_ and r[2] == shp)
-        sp = "-" if name == "hands3c cpu kernel" else f"{med / kern:.1f}x"
+    for name, pass_, shp, med, n, sp, note in rows:
+        sp = "-" if sp is None else f"{sp:.1f}x"
         print(f"{name:30s} {pass_:8s} {shp:22s} {med:10.4f} {sp:>16s}")
     print(f"\nkernel forward: {updates / ours_fwd / 1e9:.2f} G state updates/s; compute bound of the "
           f"inner loop on {torch.get_num_threads()} threads: {peak / 1e9:.2f} G/s "

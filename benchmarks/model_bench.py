@@ -36,38 +36,38 @@ def run(args, device, backends, HandS3C, measure, skipped, check, progress, extr
         extra["MANO layer"] = "placeholder buffers of the real shapes (no MANO file given; timings do not depend on it)"
     g = torch.Generator().manual_seed(0)
     batches = [int(b) for b in args.model_batches.split(",") if b.strip()]
-    items = [(b, be) for b in batches for be in ["reference"] + list(backends)]
-    wants = {}
-    for batch, backend in progress(items, args, "model inference"):
+    note = "eval mode" + (", bf16 autocast" if args.dtype == "bfloat16" else "")
+    model.eval()
+    for batch in progress(batches, args, "model inference"):
         images = torch.rand(batch, 3, S, S, generator=g).to(device)
-        model.eval()
-        model.backend = backend
         tag = f"HandS3C inference {S}px B={batch}"
 
-        def infer():
-            with torch.no_grad(), _autocast(args, device):
-                return model(images)
-        if backend == "reference":
-            wants[batch] = infer()["joints2d"]
-        else:
-            check(tag, backend, infer()["joints2d"], wants[batch], rtol=1e-3, atol=1e-3)
-        rows.append(measure(tag, backend, infer, args, device, "eval mode" + (", bf16 autocast" if args.dtype == "bfloat16" else "")))
+        def infer(backend):
+            def run():
+                model.backend = backend
+                with torch.no_grad(), _autocast(args, device):
+                    return model(images)
+            return run
+        want = infer("reference")()["joints2d"]
+        for backend in backends:
+            check(tag, backend, infer(backend)()["joints2d"], want, rtol=1e-3, atol=1e-3)
+        group = {b: (infer(b), note) for b in ["reference"] + list(backends)}
+        rows.extend(measure(tag, group, args, device))
 
-    # Share of the S3C block in fused inference at batch 1.
-    for backend in backends:
-        model.backend = backend
-        feats = torch.randn(1, 256, S // 8, S // 8, generator=g).to(device)
-        with torch.no_grad():
-            blk = measure("S3C block alone", backend, lambda: model.S3C(feats), args, device)
-        inf = [r for r in rows if r.backend == backend and r.name == f"HandS3C inference {S}px B=1"]
+    # Share of the S3C block in inference at batch 1 (the block alone, timed in its own rounds).
+    feats = torch.randn(1, 256, S // 8, S // 8, generator=g).to(device)
+
+    def block(backend):
+        def run():
+            model.backend = backend
+            with torch.no_grad():
+                return model.S3C(feats)
+        return run
+    blocks = measure("S3C block alone", {b: (block(b), "") for b in ["reference"] + list(backends)}, args, device)
+    for blk in blocks:
+        inf = [r for r in rows if r.backend == blk.backend and r.name == f"HandS3C inference {S}px B=1"]
         if inf:
-            extra[f"S3C block share of inference at B=1 [{backend}]"] = f"{100 * blk.median_s / inf[0].median_s:.0f}%"
-        model.backend = "reference"
-        with torch.no_grad():
-            blk_ref = measure("S3C block alone", "reference", lambda: model.S3C(feats), args, device)
-        inf_ref = [r for r in rows if r.backend == "reference" and r.name == f"HandS3C inference {S}px B=1"]
-        if inf_ref:
-            extra["S3C block share of inference at B=1 [reference]"] = f"{100 * blk_ref.median_s / inf_ref[0].median_s:.0f}%"
+            extra[f"S3C block share of inference at B=1 [{blk.backend}]"] = f"{100 * blk.median_s / inf[0].median_s:.0f}%"
 
     # One training step: forward, published losses, backward, Adam step.
     B = args.train_batch
@@ -80,26 +80,35 @@ def run(args, device, backends, HandS3C, measure, skipped, check, progress, extr
     model.backend = "reference"
 
     def ref_forward():
+        model.backend = "reference"
         with torch.no_grad(), _autocast(args, device):
             return model.loss(model(images), targets)["total"]
-    bound = measure(f"{tag} (forward only)", "reference", ref_forward, args, device,
-                    "lower bound of the reference training step: its backward takes >10 min (SPEC §5)")
-    rows.append(bound)
-    rows.append(skipped(tag, "reference", "not timed: autograd through mamba-ssm's scan at L=16384 takes >10 min"))
-    for backend in backends:
-        model.backend = backend
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    group = {"reference": (ref_forward, "lower bound of the reference training step: its backward takes >10 min (SPEC §5)")}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opts = {}
 
-        def step():
+    def train_step(backend):
+        def run():
+            model.backend = backend
+            opt = opts.setdefault(backend, torch.optim.Adam(model.parameters(), lr=1e-4))
             opt.zero_grad(set_to_none=True)
             with _autocast(args, device):
                 loss = model.loss(model(images), targets)["total"]
             loss.backward()
             opt.step()
-        r = measure(tag, backend, step, args, device, "forward + loss + backward + Adam")
+        return run
+    for backend in backends:
+        group[backend] = (train_step(backend), "forward + loss + backward + Adam")
+    measured = measure(tag, group, args, device)
+    bound = measured[0]
+    bound.name = f"{tag} (forward only)"
+    rows.append(bound)
+    rows.append(skipped(tag, "reference", "not timed: autograd through mamba-ssm's scan at L=16384 takes >10 min"))
+    for r in measured[1:]:
+        # a ratio against the reference's forward alone: the fused step vs a lower bound of the reference's
+        extra[f"training step [{r.backend}] vs reference forward alone"] = f"{r.speedup:.1f}x faster"
+        r.speedup = None
         rows.append(r)
-        extra[f"training step [{backend}] vs reference forward alone"] = f"{bound.median_s / r.median_s:.1f}x faster"
-        model.load_state_dict(state)
+    model.load_state_dict(state)
     model.backend = "reference"
     return rows

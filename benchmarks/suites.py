@@ -6,13 +6,13 @@ the published computation; "mambapy" is the best pure-PyTorch alternative a CPU 
 """
 from __future__ import annotations
 
-import math
+import time
 
 import torch
 
 from handS3C import ops, reference
 
-from .timing import Measurement, median, peak_memory_mb, time_fn
+from .common import Measurement, branch_inputs, interleaved, median, peak_memory_mb, ratio
 
 EXTRA: dict = {}
 
@@ -37,22 +37,35 @@ SLOW_CALL_S = 5.0      # calls slower than this get at most two timed runs
 SINGLE_CALL_S = 60.0   # calls slower than this are timed once (the memory-measuring call)
 
 
-def _measure(name, backend, fn, args, device, note=""):
-    """Median of ``args.runs`` timed calls after ``args.warmup`` untimed ones; a first call
-    measures peak memory.  The published path's Python loop is slow, so calls slower than
-    SLOW_CALL_S get at most two timed runs and calls slower than SINGLE_CALL_S (its autograd
-    backward) are timed by that first call alone, keeping the benchmark within minutes."""
-    import time
-    t0 = time.perf_counter()
-    mem = peak_memory_mb(fn, device)
-    first = time.perf_counter() - t0
-    if first >= SINGLE_CALL_S:
-        return Measurement(name, backend, first, [first], mem, (note + "; " if note else "") + "one run")
-    if first >= SLOW_CALL_S:
-        runs = time_fn(fn, runs=min(args.runs, 2), warmup=0, device=device)
+def _measure_group(name, impls, args, device, base="reference"):
+    """Rows for one case: every implementation in ``impls`` (name -> (fn, note)) timed in
+    interleaved rounds, with its speed-up over ``base`` (when ``base`` is among them) the median
+    of the per-round ratios.
+
+    A first call of each measures its peak memory (and warms it up).  The published path's
+    Python loop is slow, so when the slowest first call exceeds SLOW_CALL_S there are at most
+    two rounds, and beyond SINGLE_CALL_S (its autograd backward) the first calls, themselves
+    one interleaved round, are the measurement: the benchmark stays within minutes.
+    """
+    mem, first = {}, {}
+    for impl, (fn, _) in impls.items():
+        t0 = time.perf_counter()
+        mem[impl] = peak_memory_mb(fn, device)
+        first[impl] = [time.perf_counter() - t0]
+    slowest = max(t[0] for t in first.values())
+    fns = {impl: fn for impl, (fn, _) in impls.items()}
+    if slowest >= SINGLE_CALL_S:
+        times, extra_note = first, "one run"
+    elif slowest >= SLOW_CALL_S:
+        times, extra_note = interleaved(fns, rounds=min(args.runs, 2), device=device), ""
     else:
-        runs = time_fn(fn, runs=args.runs, warmup=args.warmup, device=device)
-    return Measurement(name, backend, median(runs), runs, mem, note)
+        times, extra_note = interleaved(fns, rounds=args.runs, warmup=args.warmup, device=device), ""
+    rows = []
+    for impl, (_, note) in impls.items():
+        note = "; ".join(n for n in (note, extra_note) if n)
+        sp = ratio(times[base], times[impl]) if base in times and impl != base else None
+        rows.append(Measurement(name, impl, median(times[impl]), times[impl], mem[impl], note, sp))
+    return rows
 
 
 def _skipped(name, backend, note):
@@ -65,31 +78,6 @@ def _check(name, backend, got, want, rtol=6e-4, atol=2e-3):
         err = (got.float() - want.float()).abs().max().item()
         raise RuntimeError(f"{name}: backend {backend} disagrees with the reference (max abs error {err:.3g}); "
                            "refusing to benchmark a wrong kernel")
-
-
-# ---------------------------------------------------------------------------------------
-# Inputs
-# ---------------------------------------------------------------------------------------
-
-def cross_scan_params(D, N=16, R=16, device="cpu", seed=0):
-    """Parameters initialised like the published S3C block (SPEC §2)."""
-    g = torch.Generator().manual_seed(seed)
-    xw = (torch.rand(4, R + 2 * N, D, generator=g) * 2 - 1) / math.sqrt(D)
-    dtw = (torch.rand(4, D, R, generator=g) * 2 - 1) * R ** -0.5
-    dt = torch.exp(torch.rand(4, D, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
-    dtb = dt + torch.log(-torch.expm1(-dt))
-    alogs = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(4 * D, 1) + 0.1 * torch.randn(4 * D, N, generator=g)
-    ds = 1 + 0.1 * torch.randn(4 * D, generator=g)
-    return [t.to(device) for t in (xw, dtw, dtb, alogs, ds)]
-
-
-def branch_inputs(branch, batch, device, d_inner=512, H=32, W=32):
-    """u for the spatial branch (B, d_inner, H, W) or the channel branch's permuted view."""
-    g = torch.Generator().manual_seed(1)
-    u = torch.nn.functional.silu(torch.randn(batch, d_inner, H, W, generator=g)).to(device)
-    if branch == "spatial":
-        return u, cross_scan_params(d_inner, device=device)
-    return u.permute(0, 3, 1, 2), cross_scan_params(W, device=device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,6 +114,13 @@ def _have_mambapy():
 # Suites
 # ---------------------------------------------------------------------------------------
 
+def _no_grad(fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
 def suite_ops(args, device, backends):
     rows = []
     B = args.batch
@@ -137,16 +132,16 @@ def suite_ops(args, device, backends):
         cases.append((tag, u, params))
     for tag, u, params in _progress(cases, args, "operators"):
         want = reference.cross_scan_selective_scan_ref(u, *params)
-        rows.append(_measure(f"{tag} fwd", "reference", lambda: reference.cross_scan_selective_scan_ref(u, *params),
-                             args, device, "published path: traversal copies + mamba-ssm scan + merge"))
         impls = [(b, (lambda b=b: ops.cross_scan_selective_scan(u, *params, backend=b))) for b in backends]
         if device.type == "cpu" and _have_mambapy():
             impls.append(("mambapy", lambda: mambapy_cross_scan(u, *params)))
         for name, fn in impls:
             with torch.no_grad():
                 _check(tag, name, fn(), want)
-            with torch.no_grad():
-                rows.append(_measure(f"{tag} fwd", name, fn, args, device))
+        group = {"reference": (_no_grad(lambda: reference.cross_scan_selective_scan_ref(u, *params)),
+                               "published path: traversal copies + mamba-ssm scan + merge")}
+        group.update({name: (_no_grad(fn), "") for name, fn in impls})
+        rows.extend(_measure_group(f"{tag} fwd", group, args, device))
         # forward + backward
         leaves = [u.detach().clone().requires_grad_(True)] + [p.detach().clone().requires_grad_(True) for p in params]
         gout = torch.randn(want.shape, generator=torch.Generator().manual_seed(2)).to(device)
@@ -157,20 +152,24 @@ def suite_ops(args, device, backends):
                     t.grad = None
                 (f(*leaves) * gout).sum().backward()
             return run
+        group = {}
         if device.type == "cpu" and u.shape[2] * u.shape[3] > REFERENCE_BACKWARD_MAX_L:
-            rows.append(_skipped(f"{tag} fwd+bwd", "reference",
-                                 f"not timed: mamba-ssm's autograd backward is O(L^2) (SPEC §5), hours at L={u.shape[2] * u.shape[3]}"))
+            ref_row = _skipped(f"{tag} fwd+bwd", "reference",
+                               f"not timed: mamba-ssm's autograd backward is O(L^2) (SPEC §5), hours at L={u.shape[2] * u.shape[3]}")
         elif args.reference_backward:
-            rows.append(_measure(f"{tag} fwd+bwd", "reference", fwd_bwd(reference.cross_scan_selective_scan_ref),
-                                 args, device, "published path's autograd"))
+            ref_row = None
+            group["reference"] = (fwd_bwd(reference.cross_scan_selective_scan_ref), "published path's autograd")
         else:
-            rows.append(_skipped(f"{tag} fwd+bwd", "reference",
-                                 "not timed: autograd through mamba-ssm's Python loop takes minutes here "
-                                 "(SPEC §5); --reference-backward times it"))
+            ref_row = _skipped(f"{tag} fwd+bwd", "reference",
+                               "not timed: autograd through mamba-ssm's Python loop takes minutes here "
+                               "(SPEC §5); --reference-backward times it")
         for name, _ in impls:
             f = mambapy_cross_scan if name == "mambapy" else \
                 (lambda *a, b=name: ops.cross_scan_selective_scan(*a, backend=b))
-            rows.append(_measure(f"{tag} fwd+bwd", name, fwd_bwd(f), args, device))
+            group[name] = (fwd_bwd(f), "")
+        if ref_row is not None:
+            rows.append(ref_row)
+        rows.extend(_measure_group(f"{tag} fwd+bwd", group, args, device))
         if device.type == "cpu" and "cpu" in backends:
             fwd = [r for r in rows if r.name == f"{tag} fwd" and r.backend == "cpu"][0]
             Bn, D, P, Q = u.shape
@@ -189,22 +188,21 @@ def suite_ops(args, device, backends):
     bb = (0.1 * torch.randn(512, generator=g)).to(device)
     tag = f"s3c merge B={B} 32x32x512"
     want = reference.s3c_merge_ref(ys, yc, z, w, bb)
-    rows.append(_measure(f"{tag} fwd", "reference", lambda: reference.s3c_merge_ref(ys, yc, z, w, bb), args, device,
-                         "layer_norm + silu in PyTorch"))
+    group = {"reference": (lambda: reference.s3c_merge_ref(ys, yc, z, w, bb), "layer_norm + silu in PyTorch")}
     for b in backends:
         fn = lambda b=b: ops.s3c_merge(ys, yc, z, w, bb, backend=b)
         _check(tag, b, fn(), want)
-        rows.append(_measure(f"{tag} fwd", b, fn, args, device))
+        group[b] = (fn, "")
+    rows.extend(_measure_group(f"{tag} fwd", group, args, device))
     leaves = [t.detach().clone().requires_grad_(True) for t in (ys, yc, z, w, bb)]
     gout = torch.randn(shape, generator=g).to(device)
 
     def merge_fwd_bwd(f):
         return lambda: torch.autograd.grad((f(*leaves) * gout).sum(), leaves)
-    rows.append(_measure(f"{tag} fwd+bwd", "reference", merge_fwd_bwd(reference.s3c_merge_ref), args, device,
-                         "layer_norm + silu in PyTorch"))
+    group = {"reference": (merge_fwd_bwd(reference.s3c_merge_ref), "layer_norm + silu in PyTorch")}
     for b in backends:
-        rows.append(_measure(f"{tag} fwd+bwd", b, merge_fwd_bwd(lambda *a, b=b: ops.s3c_merge(*a, backend=b)),
-                             args, device))
+        group[b] = (merge_fwd_bwd(lambda *a, b=b: ops.s3c_merge(*a, backend=b)), "")
+    rows.extend(_measure_group(f"{tag} fwd+bwd", group, args, device))
     return rows
 
 
@@ -219,24 +217,32 @@ def suite_block(args, device, backends):
     tag = f"S3C block B={B} 256x{W}x{W}"
     with torch.no_grad():
         want = block(x)
-    items = ["reference"] + list(backends)
-    for b in _progress(items, args, "S3C block"):
-        block.backend = b
-        with torch.no_grad():
-            if b != "reference":
-                _check(tag, b, block(x), want)
-            rows.append(_measure(f"{tag} fwd", b, lambda: block(x), args, device))
-    for b in backends:
-        block.backend = b
-        xg = x.clone().requires_grad_(True)
 
+    def forward(b):
         def run():
+            block.backend = b
+            with torch.no_grad():
+                return block(x)
+        return run
+    group = {"reference": (forward("reference"), "")}
+    for b in _progress(list(backends), args, "S3C block"):
+        _check(tag, b, forward(b)(), want)
+        group[b] = (forward(b), "")
+    rows.extend(_measure_group(f"{tag} fwd", group, args, device))
+    xg = x.clone().requires_grad_(True)
+
+    def train(b):
+        def run():
+            block.backend = b
             block.zero_grad(set_to_none=True)
+            xg.grad = None
             block(xg).sum().backward()
-        rows.append(_measure(f"{tag} fwd+bwd", b, run, args, device))
-    block.backend = "reference"
+        return run
     rows.append(_skipped(f"{tag} fwd+bwd", "reference",
                          "not timed: the published backward at L=16384 takes over 10 minutes (SPEC §5)"))
+    if backends:
+        rows.extend(_measure_group(f"{tag} fwd+bwd", {b: (train(b), "") for b in backends}, args, device))
+    block.backend = "reference"
     return rows
 
 
@@ -246,7 +252,4 @@ def suite_model(args, device, backends):
     except ImportError as e:  # the model package is part of the project; say why it is missing
         return [_skipped("full model", "-", f"handS3C.model unavailable: {e}")]
     from . import model_bench
-    return model_bench.run(args, device, backends, HandS3C, _measure, _skipped, _check, _progress, EXTRA)
-
-
-SUITES = {"ops": suite_ops, "block": suite_block, "model": suite_model}
+    return model_bench.run(args, device, backends, HandS3C, _measure_group, _skipped, _check, _progress, EXTRA)

@@ -6,8 +6,10 @@ are materialised (cross-scan), the selective scan runs over them through mamba-s
 extension is present), and the outputs are re-aligned and summed (cross-merge).  The fused
 operators in :mod:`handS3C.ops` must equal these functions.
 
-``selective_scan_ref64`` is an independent float64 transcription of the same recurrence
-(no mamba-ssm involved) for tests that need a float64 ground truth.
+``selective_scan_ref64`` is an independent transcription of the same recurrence (no
+mamba-ssm involved), float64 by default, with an O(L) hand-written backward of the
+recurrence: the one reference every test that needs a float64 ground truth (or a fast
+float32 stand-in for mamba-ssm's O(L^2) backward) uses.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 __all__ = [
     "mamba_selective_scan_ref",
     "mamba_selective_scan_cuda_fn",
+    "mamba_selective_scan",
     "selective_scan_ref64",
     "cross_scan",
     "cross_merge",
@@ -106,48 +109,102 @@ def mamba_selective_scan_cuda_fn() -> Optional[Callable]:
     return _MAMBA_CUDA_FN
 
 
+def mamba_selective_scan(device) -> Callable:
+    """The mamba-ssm function that is "the reference" for tensors on ``device``: its compiled
+    ``selective_scan_fn`` for CUDA tensors when its CUDA module exists, else ``selective_scan_ref``.
+    The one place this choice is made (the operators, the published path and the benchmarks ask)."""
+    if torch.device(device).type == "cuda":
+        cuda_fn = mamba_selective_scan_cuda_fn()
+        if cuda_fn is not None:
+            return cuda_fn
+    return mamba_selective_scan_ref()
+
+
+class _single_thread:
+    """Run a loop of small per-step ops on one intra-op thread: with two threads each step pays
+    a thread hand-off, which costs milliseconds on a busy 2-core machine."""
+
+    def __enter__(self):
+        self._n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self._n)
+        return False
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """``h[t] = a[t] * h[t-1] + b[t]`` along dim 0 (``h[-1] = 0``), with its adjoint written out.
+
+    a, b: (L, ...) of one float dtype.  Forward and backward run one in-place step per t into
+    preallocated buffers (no per-step allocation, no per-step autograd node), so the backward
+    costs what the forward does: O(L), where autograd through a per-step loop is O(L^2)
+    (SPEC §5).  Backward: the adjoint ``g[t] = gh[t] + a[t+1] * g[t+1]`` gives ``db = g`` and
+    ``da[t] = g[t] * h[t-1]``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a = a.contiguous()
+        h = b.contiguous().clone()
+        with _single_thread():
+            for t in range(1, h.shape[0]):
+                h[t].addcmul_(a[t], h[t - 1])
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, gh):
+        a, h = ctx.saved_tensors
+        g = gh.contiguous().clone()
+        with _single_thread():
+            for t in range(g.shape[0] - 2, -1, -1):
+                g[t].addcmul_(a[t + 1], g[t + 1])
+        ga = torch.zeros_like(a)
+        ga[1:] = g[1:] * h[:-1]
+        return ga, g
+
+
 def selective_scan_ref64(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False):
-    """Independent sequential selective scan in float64 (same contract as mamba-ssm's).
+                         return_last_state=False, dtype=torch.float64):
+    """The selective scan written out independently of mamba-ssm (same contract as its
+    ``selective_scan_ref``), computed in ``dtype`` (float64: the tests' ground truth), with an
+    O(L) backward: the recurrence has a hand-written adjoint (:class:`_LinearRecurrence`),
+    everything around it is whole-tensor autograd.  The one such reference of the project.
 
     Shapes: u, delta, z (batch, dim, L); A (dim, N) real; B, C (dim, N), (batch, N, L) or
-    (batch, groups, N, L); D, delta_bias (dim,).  Returns float64 ``out`` (and the float64
-    last state (batch, dim, N)).  Differentiable through autograd.
+    (batch, groups, N, L); D, delta_bias (dim,).  Returns ``out`` (batch, dim, L) in ``dtype``
+    (and the last state (batch, dim, N) in ``dtype``).  Differentiable in every input.
     """
-    f64 = lambda t: None if t is None else t.to(torch.float64)
-    u, delta, A, B, C, D, z, delta_bias = map(f64, (u, delta, A, B, C, D, z, delta_bias))
-    batch, dim, L = u.shape
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    u, delta, A, B, C, D, z, delta_bias = map(cast, (u, delta, A, B, C, D, z, delta_bias))
     if delta_bias is not None:
-        delta = delta + delta_bias[None, :, None]
+        delta = delta + delta_bias[..., None]
     if delta_softplus:
         delta = F.softplus(delta)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    # step-major layout (L, batch, dim, N): every step of the recurrence is one contiguous slab
+    d_t = delta.permute(2, 0, 1)                                                      # (L, b, dim)
+    dA = torch.exp(d_t[..., None] * A)                                                # (L, b, dim, N)
+    du_t = d_t * u.permute(2, 0, 1)                                                   # (L, b, dim)
 
-    def per_step(M):  # -> (batch, dim, N, L) view-compatible tensor
+    def per_group(M):  # -> (L, b|1, G, 1, N) and G, without materialising per-channel copies
         if M.dim() == 2:
-            return M[None, :, :, None]
+            return M.reshape(1, 1, dim, 1, N), dim
         if M.dim() == 3:
-            return M[:, None, :, :]
-        g = M.shape[1]
-        return M.repeat_interleave(dim // g, dim=1)
+            M = M[:, None]
+        return M.permute(3, 0, 1, 2)[:, :, :, None, :], M.shape[1]
 
-    Bs, Cs = per_step(B), per_step(C)
-    dA = torch.exp(delta[:, :, None, :] * A[None, :, :, None])  # (batch, dim, N, L)
-    dBu = delta[:, :, None, :] * Bs * u[:, :, None, :]
-    Cs = Cs.expand(dA.shape)
-    # unbind, not per-step indexing: its backward stacks the step gradients once, so autograd
-    # through this loop stays O(L) instead of materialising a full-size gradient per step.
-    dA_t, dBu_t, C_t = dA.unbind(-1), dBu.unbind(-1), Cs.unbind(-1)
-    h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64, device=u.device)
-    ys = []
-    for t in range(L):
-        h = dA_t[t] * h + dBu_t[t]
-        ys.append((h * C_t[t]).sum(-1))
-    out = torch.stack(ys, dim=-1)
-    if D is not None:
-        out = out + u * D[None, :, None]
+    Bs, GB = per_group(B)
+    Cs, GC = per_group(C)
+    dBu = (du_t.reshape(L, batch, GB, dim // GB, 1) * Bs).reshape(L, batch, dim, N)
+    h = _LinearRecurrence.apply(dA, dBu)                                              # (L, b, dim, N)
+    y = (h.reshape(L, batch, GC, dim // GC, N) * Cs).sum(-1).reshape(L, batch, dim).permute(1, 2, 0)
+    out = y if D is None else y + u * D[:, None]
     if z is not None:
         out = out * F.silu(z)
-    return (out, h) if return_last_state else out
+    return (out, h[-1]) if return_last_state else out
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,8 +267,7 @@ def cross_scan_selective_scan_ref(u, x_proj_weight, dt_projs_weight, dt_projs_bi
     """
     Bn, D, P, Q = u.shape
     if scan_fn is None:
-        cuda_fn = mamba_selective_scan_cuda_fn() if u.is_cuda else None
-        scan_fn = cuda_fn if cuda_fn is not None else mamba_selective_scan_ref()
+        scan_fn = mamba_selective_scan(u.device)
     xs, dts, Bs, Cs = cross_scan_inputs(u, x_proj_weight, dt_projs_weight)
     out = scan_fn(xs, dts, -torch.exp(A_logs), Bs, Cs, Ds, z=None, delta_bias=dt_projs_bias.reshape(-1),
                   delta_softplus=True)

@@ -36,9 +36,20 @@ Decomposition (DESIGN.md has the trade-offs):
   The backward accumulates du the same way and reduces dt_low/B/C gradients over
   channels in registers, over NSUB sub-blocks by read-modify-write of the program's own
   rows, and over outer channel blocks by a fixed-order sum in the caller.
+
+Below the kernels: the launch plan (projection GEMM, chunks, direction families, partial
+buffers and their fixed-order sums) and the operators ``hands3c::cross_scan_{fwd,bwd}_triton``.
 """
+from typing import List, Tuple
+
+import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from . import _plan as plan
+from ..ops import _checks
 
 from ._scan_common import LOG2E, lin_combine, sigmoid, softplus, take_row
 
@@ -470,3 +481,161 @@ def cs_bwd_kernel(
                        du_ptr, du_ptr, ddbl_ptr, dap_ptr, ddp_ptr, dbp_ptr, dwp_ptr,
                        b, c, blk, Bn, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
                        3, 1, True, HAS_INIT, True, NSUB, R, RP, N, S, NP, BD)
+
+# The launch plan and the ``hands3c::cross_scan_*_triton`` operators.
+# Their autograd is registered in handS3C/ops/cross_scan.py, shared with the C++ operators.
+
+_CS_KEY = ["L", "D", "N"]
+_cs_fwd_tuned = plan.autotuned(cs_fwd_kernel, plan.FWD_CONFIGS, _CS_KEY, plan.prune_fwd)
+_cs_fwd_chunk_tuned = plan.autotuned(cs_fwd_chunk_kernel, plan.FWD_CONFIGS, _CS_KEY, plan.prune_fwd)
+_cs_bwd_tuned = plan.autotuned(cs_bwd_kernel, plan.BWD_CONFIGS, _CS_KEY)
+_cs_bwd_chunk_tuned = plan.autotuned(cs_bwd_chunk_kernel, plan.BWD_CONFIGS, _CS_KEY)
+
+
+def _cs_dims(u, dt_projs_weight, A_logs):
+    Bn, D, P, Q = u.shape
+    R = dt_projs_weight.shape[2]
+    N = A_logs.shape[1]
+    return Bn, D, P, Q, P * Q, R, N
+
+
+def _cs_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles, block_d,
+                 need_ck):
+    _checks.triton_cross_scan_fwd("hands3c::cross_scan_fwd_triton", u, x_proj_weight, dt_projs_weight, dt_projs_bias,
+                                  A_logs, Ds, tile, chunk_tiles, block_d)
+    Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
+    f32 = torch.float32
+    ck_shape = (Bn, 4, D, plan.cdiv(L, tile), N) if need_ck else (0,)
+    return (u.new_empty((Bn, D, P, Q), dtype=f32), u.new_empty((Bn, L, 4, R + 2 * N), dtype=f32),
+            u.new_empty(ck_shape, dtype=f32))
+
+
+@plan.operator("hands3c::cross_scan_fwd_triton", _cs_fwd_fake)
+def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
+                          A_logs: Tensor, Ds: Tensor, tile: int, chunk_tiles: int,
+                          block_d: int, need_ck: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """-> (y (B, D, P, Q) f32, dbl (B, L, 4, R+2N) f32, checkpoints (B, 4, D, ceil(L/tile), N) f32).
+
+    ``u`` float32 with any strides; ``dbl`` is the per-position projection (kept for the
+    backward), ``checkpoints`` the state entering every tile of every direction (empty
+    when ``need_ck=False``: no backward will run, the stores are skipped).
+    """
+    _checks.triton_cross_scan_fwd("hands3c::cross_scan_fwd_triton", u, x_proj_weight, dt_projs_weight, dt_projs_bias,
+                                  A_logs, Ds, tile, chunk_tiles, block_d)
+    Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
+    CW = R + 2 * N
+    S, NP = tile, plan.np2(N)
+    n_tiles = plan.cdiv(L, S)
+    dev = u.device
+    f32 = torch.float32
+    # the backward's d(dbl) partials are at most 5x dbl (see plan.plan_outer)
+    plan.check_int32("cross_scan_selective_scan", y=u.numel(), dbl=5 * Bn * L * 4 * CW, checkpoints=Bn * 4 * D * n_tiles * N)
+    xw = x_proj_weight.contiguous()
+    wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
+    alog, ds = A_logs.contiguous(), Ds.contiguous()
+    # dbl[b, l, k, :] = x_proj_weight[k] @ u[b, :, l]: one batched GEMM reading u in place
+    # (cuBLAS takes the transposed operand as is), output rows contiguous per position.
+    u3 = u.reshape(Bn, D, L)
+    dbl = torch.matmul(u3.transpose(1, 2), xw.reshape(4 * CW, D).t()).reshape(Bn, L, 4, CW)
+    tpc, nC = plan.plan_chunks(n_tiles, Bn * plan.cdiv(D, 8), dev, chunk_tiles)
+    ck = plan.buffer((Bn, 4, D, n_tiles, N), f32, dev) if need_ck or nC > 1 else plan.buffer((0,), f32, dev)
+    y = plan.buffer((Bn, D, P, Q), f32, dev)
+    y0 = plan.buffer((Bn, D, P, Q), f32, dev) if nC > 1 else y  # family-0 partial (chunked runs only)
+    su = u.stride()
+    consts = dict(R=R, N=N, S=S, NP=NP)
+
+    def grid(bd):
+        return (plan.cdiv(D, bd), nC, Bn)
+
+    if nC > 1:
+        hend = plan.buffer((Bn, 4, D, nC, N), f32, dev)
+        sdl = plan.buffer((Bn, 4, D, nC), f32, dev)
+        for k in range(4):
+            plan.launch_fwd(cs_fwd_chunk_kernel, _cs_fwd_chunk_tuned, grid, block_d,
+                        u, dbl, wdt, bias, alog, ds, hend, sdl, L, P, Q, D, n_tiles, tpc, nC, *su,
+                        K=k, **consts)
+        wrap_triton(cs_fwd_combine_kernel)[(plan.cdiv(D, 16), Bn * 4)](
+            alog, hend, sdl, ck, D, N, n_tiles, tpc, nC, BD=16, NP=NP)
+    # one chunk: one launch running all four directions (FAM=2); else two family launches
+    for fam, out in (((2, y),) if nC == 1 else ((0, y0), (1, y))):
+        plan.launch_fwd(cs_fwd_kernel, _cs_fwd_tuned, grid, block_d,
+                    u, dbl, wdt, bias, alog, ds, y0, out, ck, L, P, Q, D, n_tiles, tpc, nC, *su,
+                    FAM=fam, HAS_INIT=nC > 1, STORE_CK=need_ck, **consts)
+    return y, dbl, (ck if need_ck else plan.buffer((0,), f32, dev))
+
+
+def _cs_bwd_fake(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints,
+                 tile, chunk_tiles, block_d, bwd_sub):
+    _checks.triton_cross_scan_bwd("hands3c::cross_scan_bwd_triton", dout, u, x_proj_weight, dt_projs_weight,
+                                  dt_projs_bias, A_logs, Ds, dbl, checkpoints, tile, chunk_tiles, block_d, bwd_sub)
+    return [plan.like(u, torch.float32), plan.like(x_proj_weight), plan.like(dt_projs_weight), plan.like(dt_projs_bias),
+            plan.like(A_logs), plan.like(Ds)]
+
+
+@plan.operator("hands3c::cross_scan_bwd_triton", _cs_bwd_fake)
+def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+                          dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, dbl: Tensor, checkpoints: Tensor,
+                          tile: int, chunk_tiles: int, block_d: int, bwd_sub: int) -> List[Tensor]:
+    """-> [du, dx_proj_weight, ddt_projs_weight, ddt_projs_bias, dA_logs, dDs]; ``dout``
+    contiguous (B, D, P, Q) float32."""
+    dout, dbl, checkpoints = _checks.triton_cross_scan_bwd(
+        "hands3c::cross_scan_bwd_triton", dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl,
+        checkpoints, tile, chunk_tiles, block_d, bwd_sub)
+    Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
+    CW = R + 2 * N
+    S, NP, RP = tile, plan.np2(N), plan.np2(R)
+    n_tiles = checkpoints.shape[3]
+    dev = u.device
+    f32 = torch.float32
+    xw = x_proj_weight.contiguous()
+    wdt, bias = dt_projs_weight.contiguous(), dt_projs_bias.contiguous()
+    alog, ds = A_logs.contiguous(), Ds.contiguous()
+    BD = plan.bwd_block_d(block_d, D, S, NP)
+    # partials per outer block: |d(dbl)| = 4*(R+2N) values per position vs D for u
+    # (spatial branch: up to 5 outer blocks; channel branch, where dbl is 6x u: one)
+    nsub, n_outer = plan.plan_outer(plan.cdiv(D, BD), Bn, max(1, (2 * D) // (4 * CW)), dev, bwd_sub)
+    tpc, nC = plan.plan_chunks(n_tiles, Bn * n_outer, dev, chunk_tiles)
+    su = u.stride()
+    consts = dict(R=R, N=N, S=S, NP=NP, BD=BD)
+    if nC > 1:
+        lam = plan.buffer((Bn, 4, D, nC, N), f32, dev)
+        sds = plan.buffer((Bn, 4, D, nC), f32, dev)
+        lamc = plan.buffer((Bn, 4, D, nC, N), f32, dev)
+        for k in range(4):
+            plan.launch_bwd(cs_bwd_chunk_kernel, _cs_bwd_chunk_tuned, (plan.cdiv(D, BD), nC, Bn),
+                        dout, dbl, wdt, bias, alog, ds, lam, sds, L, P, Q, D, n_tiles, tpc, nC, K=k, **consts)
+        wrap_triton(cs_bwd_combine_kernel)[(plan.cdiv(D, 16), Bn * 4)](
+            alog, lam, sds, lamc, D, N, nC, BD=16, NP=NP)
+    else:
+        lamc = checkpoints  # unused
+    du = plan.buffer((Bn, D, P, Q), f32, dev)
+    du0 = plan.buffer((Bn, D, P, Q), f32, dev) if nC > 1 else du
+    ddbl_p = plan.buffer((n_outer, Bn, L, 4, CW), f32, dev)
+    dAp = plan.buffer((Bn, nC, 4, D, N), f32, dev)
+    dDp = plan.buffer((Bn, nC, 4, D), f32, dev)
+    dbp = plan.buffer((Bn, nC, 4, D), f32, dev)
+    dWp = plan.buffer((Bn, nC, 4, D, RP), f32, dev)
+    for fam, out in (((2, du),) if nC == 1 else ((0, du0), (1, du))):
+        plan.launch_bwd(cs_bwd_kernel, _cs_bwd_tuned, (n_outer, nC, Bn),
+                    dout, u, dbl, wdt, bias, alog, ds, checkpoints, lamc, du0, out, ddbl_p, dAp, dDp, dbp, dWp,
+                    Bn, L, P, Q, D, n_tiles, tpc, nC, *su, FAM=fam, HAS_INIT=nC > 1, NSUB=nsub, RP=RP, **consts)
+    # fixed-order reductions of the per-program partials (deterministic)
+    ddbl = (ddbl_p.sum(0) if n_outer > 1 else ddbl_p[0]).reshape(Bn, L, 4 * CW)
+    # the projection dbl = x_proj_weight @ u, backwards: two GEMMs
+    du = du + torch.matmul(ddbl, xw.reshape(4 * CW, D)).transpose(1, 2).reshape(Bn, D, P, Q)
+    dxw = torch.einsum("blm,bdl->md", ddbl, u.reshape(Bn, D, L)).reshape(4, CW, D)
+    dwdt = dWp[..., :R].sum((0, 1))
+    dbias = dbp.sum((0, 1))
+    dalog = dAp.sum((0, 1)).reshape(4 * D, N)
+    dds = dDp.sum((0, 1)).reshape(4 * D)
+    return [du.contiguous(), dxw.contiguous(), dwdt, dbias, dalog, dds]
+
+
+def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+    """Entry used by :func:`handS3C.ops.cross_scan_selective_scan` (u float32, any strides)."""
+    L = u.shape[2] * u.shape[3]
+    y, _, _ = torch.ops.hands3c.cross_scan_fwd_triton(
+        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+        plan.tile_steps(L), plan.CONFIG["chunk_tiles"], plan.CONFIG["block_d"],
+        plan.need_checkpoints(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds))
+    return y

@@ -10,9 +10,22 @@ mean, variance, normalise, affine, gate, store; mean and rstd are kept for the b
 Backward: a fixed grid of programs, each walking row blocks pid, pid + grid, ...; the
 weight/bias gradients are accumulated in registers per program and written as
 (grid, C) partials that the caller sums in a fixed order (deterministic, no atomics).
+
+Below the kernels: the row layout, the launch and the operators
+``hands3c::s3c_merge_{fwd,bwd}_triton``.
 """
+import math
+
+from typing import List, Tuple
+
+import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from . import _plan as plan
+from ..ops import _checks
 
 from ._scan_common import sigmoid
 
@@ -93,3 +106,105 @@ def merge_bwd_kernel(
         tl.store(dz_ptr + rows[:, None] * C + cols[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
     tl.store(dwp_ptr + pid * C + cols, accw, mask=cmask)
     tl.store(dbp_ptr + pid * C + cols, accb, mask=cmask)
+
+# The launch plan and the ``hands3c::s3c_merge_*_triton`` operators.
+# Their autograd is registered in handS3C/ops/merge.py, shared with the C++ operators.
+
+def _row_layout(tensors):
+    """Shared row decomposition (M, C, M1, M2) and per-tensor (s0, s1, s2, s_col) strides.
+
+    Leading dimensions mergeable in *every* tensor are collapsed; more than three
+    remaining leading dimensions fall back to contiguous copies.
+    """
+    shape = list(tensors[0].shape)
+    C = shape[-1]
+    lead = [i for i in range(len(shape) - 1) if shape[i] != 1]
+    groups = []  # list of lists of dims, outermost first
+    for i in lead:
+        if groups:
+            j = groups[-1][-1]
+            if all(t.stride(j) == t.stride(i) * shape[i] for t in tensors):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    if len(groups) > 3:
+        tensors = [t.contiguous() for t in tensors]
+        return _row_layout(tensors)
+    sizes = [1] * (3 - len(groups)) + [math.prod(shape[i] for i in g) for g in groups]
+    strides = []
+    for t in tensors:
+        st = [0] * (3 - len(groups)) + [t.stride(g[-1]) for g in groups]
+        strides.append((*st, t.stride(-1)))
+    M = sizes[0] * sizes[1] * sizes[2]
+    return tensors, M, C, sizes[1], sizes[2], strides
+
+
+_MERGE_FWD_CONFIGS = [triton.Config({"BM": 4}, num_warps=4), triton.Config({"BM": 1}, num_warps=4),
+                      triton.Config({"BM": 8}, num_warps=8), triton.Config({"BM": 2}, num_warps=2)]
+_MERGE_BWD_CONFIGS = [triton.Config({"BM": 4}, num_warps=4), triton.Config({"BM": 8}, num_warps=8),
+                      triton.Config({"BM": 1}, num_warps=4)]
+_merge_fwd_tuned = plan.autotuned(merge_fwd_kernel, _MERGE_FWD_CONFIGS, ["C"])
+_merge_bwd_tuned = plan.autotuned(merge_bwd_kernel, _MERGE_BWD_CONFIGS, ["C"])
+
+
+def _merge_fwd_fake(y_spatial, y_channel, z, weight, bias, eps):
+    _checks.merge_fwd("hands3c::s3c_merge_fwd_triton", y_spatial, y_channel, z, weight, bias, eps)
+    M = y_spatial.numel() // y_spatial.shape[-1]
+    return (plan.like(y_spatial, torch.float32), y_spatial.new_empty((M,), dtype=torch.float32),
+            y_spatial.new_empty((M,), dtype=torch.float32))
+
+
+@plan.operator("hands3c::s3c_merge_fwd_triton", _merge_fwd_fake)
+def s3c_merge_fwd_triton(y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight: Tensor, bias: Tensor,
+                         eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """-> (out (..., C) f32 contiguous, mean (M,) f32, rstd (M,) f32)."""
+    _checks.merge_fwd("hands3c::s3c_merge_fwd_triton", y_spatial, y_channel, z, weight, bias, eps)
+    (ys, yc, zz), M, C, M1, M2, st = _row_layout([y_spatial, y_channel, z])
+    dev = y_spatial.device
+    out = plan.buffer(tuple(y_spatial.shape), torch.float32, dev)
+    mean = plan.buffer((M,), torch.float32, dev)
+    rstd = plan.buffer((M,), torch.float32, dev)
+    args = (ys, yc, zz, weight.contiguous(), bias.contiguous(), out, mean, rstd, M, C, M1, M2, float(eps),
+            *st[0], *st[1], *st[2])
+    BC = plan.np2(C)
+    if _merge_fwd_tuned is not None:
+        wrap_triton(_merge_fwd_tuned)[lambda meta: (plan.cdiv(M, meta["BM"]),)](*args, BC=BC)
+    else:
+        bm = _MERGE_FWD_CONFIGS[0].kwargs["BM"]
+        wrap_triton(merge_fwd_kernel)[(plan.cdiv(M, bm),)](*args, BM=bm, BC=BC)
+    return out, mean, rstd
+
+
+def _merge_bwd_fake(dout, y_spatial, y_channel, z, weight, bias, mean, rstd):
+    _checks.triton_merge_bwd("hands3c::s3c_merge_bwd_triton", dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
+    return [plan.like(y_spatial, torch.float32), plan.like(z), plan.like(weight), plan.like(bias)]
+
+
+@plan.operator("hands3c::s3c_merge_bwd_triton", _merge_bwd_fake)
+def s3c_merge_bwd_triton(dout: Tensor, y_spatial: Tensor, y_channel: Tensor, z: Tensor, weight: Tensor,
+                         bias: Tensor, mean: Tensor, rstd: Tensor) -> List[Tensor]:
+    """-> [dy (..., C) f32 (gradient of both y inputs), dz (z's dtype), dweight, dbias]."""
+    dout, mean, rstd = _checks.triton_merge_bwd("hands3c::s3c_merge_bwd_triton", dout, y_spatial, y_channel, z, weight,
+                                                bias, mean, rstd)
+    (ys, yc, zz), M, C, M1, M2, st = _row_layout([y_spatial, y_channel, z])
+    dev = y_spatial.device
+    dout = dout.contiguous()
+    dy = plan.buffer(tuple(y_spatial.shape), torch.float32, dev)
+    dz = plan.buffer(tuple(z.shape), z.dtype, dev)
+    # fixed grid (not tied to the autotuned BM) so the partial buffers have one layout
+    nprog = max(1, min(plan.cdiv(M, 4), 4 * plan.sm_count(dev) if dev.type == "cuda" else 4))
+    dwp = plan.buffer((nprog, C), torch.float32, dev)
+    dbp = plan.buffer((nprog, C), torch.float32, dev)
+    args = (dout, ys, yc, zz, weight.contiguous(), bias.contiguous(), mean, rstd, dy, dz, dwp, dbp,
+            M, C, M1, M2, *st[0], *st[1], *st[2])
+    BC = plan.np2(C)
+    if _merge_bwd_tuned is not None:
+        wrap_triton(_merge_bwd_tuned)[(nprog,)](*args, BC=BC)
+    else:
+        wrap_triton(merge_bwd_kernel)[(nprog,)](*args, BM=_MERGE_BWD_CONFIGS[0].kwargs["BM"], BC=BC)
+    return [dy, dz, dwp.sum(0), dbp.sum(0)]
+
+
+def s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, eps: float):
+    """Entry used by :func:`handS3C.ops.s3c_merge`."""
+    return torch.ops.hands3c.s3c_merge_fwd_triton(y_spatial, y_channel, z, norm_weight, norm_bias, float(eps))[0]

@@ -29,9 +29,20 @@ Work decomposition (see DESIGN.md):
 
 Half-precision u / delta / z / B / C are loaded as such and converted in registers;
 states and accumulations are float32.
+
+Below the kernels: the launch plan (tile, chunks, channel blocks, partial buffers) and the
+operators ``hands3c::selective_scan_{fwd,bwd}_triton`` that run it (see ``_plan``).
 """
+from typing import List, Optional, Tuple
+
+import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from . import _plan as plan
+from ..ops import _checks
 
 from ._scan_common import LOG2E, lin_combine, sigmoid, softplus, take_row
 
@@ -380,3 +391,184 @@ def ss_bwd_kernel(
         tl.store(ddbp_ptr + part, accB, mask=dmask)
         # the next sub-block reads back the dB/dC rows written above (other threads)
         tl.debug_barrier()
+
+# The launch plan and the ``hands3c::selective_scan_*_triton`` operators.
+# Their autograd is registered in handS3C/ops/selective_scan.py, shared with the C++ operators.
+
+_SS_KEY = ["L", "dim", "N", "cpg"]
+_ss_fwd_tuned = plan.autotuned(ss_fwd_kernel, plan.FWD_CONFIGS, _SS_KEY, plan.prune_fwd)
+_ss_bwd_tuned = plan.autotuned(ss_bwd_kernel, plan.BWD_CONFIGS, _SS_KEY)
+_ss_bwd_chunk_tuned = plan.autotuned(ss_bwd_chunk_kernel, plan.BWD_CONFIGS, _SS_KEY)
+
+
+def _ss_strides(u, delta, z, B, C):
+    zz = z if z is not None else u
+    return (*u.stride(), *delta.stride(), *zz.stride(), *B.stride(), *C.stride())
+
+
+def _ss_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tile, chunk_tiles, block_d, need_ck):
+    _checks.triton_selective_scan_fwd("hands3c::selective_scan_fwd_triton", u, delta, A, B, C, D, z, delta_bias, tile,
+                                      chunk_tiles, block_d)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    f32 = torch.float32
+    ck_shape = (batch, dim, plan.cdiv(L, tile), N) if need_ck else (0,)
+    return plan.like(u), u.new_empty((batch, dim, N), dtype=f32), u.new_empty(ck_shape, dtype=f32)
+
+
+@plan.operator("hands3c::selective_scan_fwd_triton", _ss_fwd_fake)
+def selective_scan_fwd_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                              z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                              tile: int, chunk_tiles: int, block_d: int,
+                              need_ck: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """-> (out (batch, dim, L) u.dtype, last_state (batch, dim, N) f32,
+    checkpoints (batch, dim, ceil(L/tile), N) f32: the state entering every tile).
+
+    ``need_ck=False`` (no backward will run) skips the checkpoint stores and returns an
+    empty checkpoint tensor.
+    """
+    D, delta_bias = _checks.triton_selective_scan_fwd("hands3c::selective_scan_fwd_triton", u, delta, A, B, C, D, z,
+                                                      delta_bias, tile, chunk_tiles, block_d)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    cpg = dim // G
+    per_ch = cpg == 1
+    S, NP = tile, plan.np2(N)
+    n_tiles = plan.cdiv(L, S)
+    dev = u.device
+    A = A.contiguous()
+    plan.check_int32("selective_scan", u=u.numel(), dB=batch * G * N * L, checkpoints=batch * dim * n_tiles * N)
+    tpc, nC = plan.plan_chunks(n_tiles, batch * plan.cdiv(dim, 8), dev, chunk_tiles)
+    out = plan.buffer((batch, dim, L), u.dtype, dev)
+    last = plan.buffer((batch, dim, N), torch.float32, dev)
+    # without need_ck, chunked runs still pass chunk-start states through ck (scratch)
+    ck = plan.buffer((batch, dim, n_tiles, N), torch.float32, dev) if need_ck or nC > 1 else plan.buffer((0,), torch.float32, dev)
+    Dt = D if D is not None else A
+    zt = z if z is not None else u
+    dbt = delta_bias if delta_bias is not None else A
+
+    def grid(bd):
+        nblk = plan.cdiv(dim, bd) if per_ch else G * plan.cdiv(cpg, bd)
+        return (nblk, nC, batch)
+
+    strides = _ss_strides(u, delta, z, B, C)
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=delta_bias is not None,
+                 SOFTPLUS=bool(delta_softplus), PER_CH=per_ch, S=S, NP=NP)
+    if nC > 1:
+        hend = plan.buffer((batch, dim, nC, N), torch.float32, dev)
+        sdl = plan.buffer((batch, dim, nC), torch.float32, dev)
+        plan.launch_fwd(ss_fwd_kernel, _ss_fwd_tuned, grid, block_d,
+                    u, delta, A, B, C, Dt, zt, dbt, out, ck, last, hend, sdl,
+                    L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=True, HAS_INIT=False, STORE_CK=False, **flags)
+        bdc = 16
+        wrap_triton(ss_fwd_combine_kernel)[(plan.cdiv(dim, bdc), batch)](
+            A, hend, sdl, ck, dim, N, n_tiles, tpc, nC, BD=bdc, NP=NP)
+    else:
+        hend, sdl = ck, ck  # unused
+    plan.launch_fwd(ss_fwd_kernel, _ss_fwd_tuned, grid, block_d,
+                u, delta, A, B, C, Dt, zt, dbt, out, ck, last, hend, sdl,
+                L, dim, N, cpg, n_tiles, tpc, nC, *strides, LOCAL=False, HAS_INIT=nC > 1, STORE_CK=need_ck,
+                **flags)
+    return out, last, (ck if need_ck else plan.buffer((0,), torch.float32, dev))
+
+
+def _ss_bwd_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
+                 tile, chunk_tiles, block_d, bwd_sub):
+    _checks.triton_selective_scan_bwd("hands3c::selective_scan_bwd_triton", dout, dlast, u, delta, A, B, C, D, z,
+                                      delta_bias, checkpoints, tile, chunk_tiles, block_d, bwd_sub)
+    return [plan.like(u), plan.like(delta), plan.like(A), plan.like(B), plan.like(C),
+            plan.like(D) if D is not None else plan.empty_grad(u), plan.like(z) if z is not None else plan.empty_grad(u),
+            plan.like(delta_bias) if delta_bias is not None else plan.empty_grad(u)]
+
+
+@plan.operator("hands3c::selective_scan_bwd_triton", _ss_bwd_fake)
+def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor, A: Tensor,
+                              B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+                              delta_bias: Optional[Tensor], delta_softplus: bool, checkpoints: Tensor,
+                              tile: int, chunk_tiles: int, block_d: int, bwd_sub: int) -> List[Tensor]:
+    """-> [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]; absent inputs give empty grads.
+
+    ``dout`` must be contiguous (batch, dim, L); ``checkpoints`` from the forward with the
+    same ``tile``.
+    """
+    dout, dlast, D, delta_bias, checkpoints = _checks.triton_selective_scan_bwd(
+        "hands3c::selective_scan_bwd_triton", dout, dlast, u, delta, A, B, C, D, z, delta_bias, checkpoints, tile,
+        chunk_tiles, block_d, bwd_sub)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    cpg = dim // G
+    per_ch = cpg == 1
+    S, NP = tile, plan.np2(N)
+    n_tiles = checkpoints.shape[2]
+    dev = u.device
+    A = A.contiguous()
+    f32 = torch.float32
+    BD = plan.bwd_block_d(block_d, dim if per_ch else cpg, S, NP)
+    if per_ch:
+        nsub = 1
+        nblk = plan.cdiv(dim, BD)
+        nblk_g = nblk
+    else:
+        # partials per outer block: dB + dC = 2*G*N values per step vs dim for u
+        nsub, nblk_g = plan.plan_outer(plan.cdiv(cpg, BD), batch * G, max(1, dim // (G * N)), dev, bwd_sub)
+        nblk = G * nblk_g
+    tpc, nC = plan.plan_chunks(n_tiles, batch * nblk, dev, chunk_tiles)
+    Dt = D if D is not None else A
+    zt = z if z is not None else u
+    dbt = delta_bias if delta_bias is not None else A
+    strides = _ss_strides(u, delta, z, B, C)
+    s_t, s_z, s_c = delta.stride(), (z if z is not None else u).stride(), C.stride()
+    grid = (nblk, nC, batch)
+    if nC > 1:
+        lam = plan.buffer((batch, dim, nC, N), f32, dev)
+        sds = plan.buffer((batch, dim, nC), f32, dev)
+        lamc = plan.buffer((batch, dim, nC, N), f32, dev)
+        # pass 1 has no cross-channel reduction: plain BD blocks, no sub-blocks
+        grid1 = (plan.cdiv(dim, BD) if per_ch else G * plan.cdiv(cpg, BD), nC, batch)
+        plan.launch_bwd(ss_bwd_chunk_kernel, _ss_bwd_chunk_tuned, grid1,
+                    dout, delta, A, C, zt, dbt, lam, sds, L, dim, N, cpg, n_tiles, tpc, nC,
+                    *s_t, *s_z, *s_c, HAS_Z=z is not None, HAS_DB=delta_bias is not None,
+                    SOFTPLUS=bool(delta_softplus), PER_CH=per_ch, S=S, BD=BD, NP=NP)
+        wrap_triton(ss_bwd_combine_kernel)[(plan.cdiv(dim, 16), batch)](
+            A, lam, sds, dlast if dlast is not None else A, lamc, dim, N, nC,
+            HAS_DLAST=dlast is not None, BD=16, NP=NP)
+    else:
+        lamc = checkpoints  # unused
+    du = plan.buffer((batch, dim, L), u.dtype, dev)
+    ddelta = plan.buffer((batch, dim, L), delta.dtype, dev)
+    dz = plan.buffer((batch, dim, L), z.dtype, dev) if z is not None else plan.empty_grad(u)
+    if per_ch:
+        dB = plan.buffer((batch, dim, N, L), B.dtype, dev)
+        dC = plan.buffer((batch, dim, N, L), C.dtype, dev)
+    else:
+        dB = plan.buffer((batch, G, nblk_g, N, L), f32, dev)
+        dC = plan.buffer((batch, G, nblk_g, N, L), f32, dev)
+    dAp = plan.buffer((batch, nC, dim, N), f32, dev)
+    dDp = plan.buffer((batch, nC, dim), f32, dev)
+    ddbp = plan.buffer((batch, nC, dim), f32, dev)
+    plan.launch_bwd(ss_bwd_kernel, _ss_bwd_tuned, grid,
+                dout, dlast if dlast is not None else A, u, delta, A, B, C, Dt, zt, dbt, checkpoints, lamc,
+                du, ddelta, dz if z is not None else du, dB, dC, dAp, dDp, ddbp,
+                L, dim, N, cpg, n_tiles, tpc, nC, *strides,
+                HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=delta_bias is not None,
+                SOFTPLUS=bool(delta_softplus), PER_CH=per_ch, HAS_INIT=nC > 1, HAS_DLAST=dlast is not None,
+                NSUB=nsub, S=S, BD=BD, NP=NP)
+    if not per_ch:
+        # fixed-order sums over outer channel blocks (deterministic)
+        dB = (dB.sum(2) if nblk_g > 1 else dB[:, :, 0]).to(B.dtype)
+        dC = (dC.sum(2) if nblk_g > 1 else dC[:, :, 0]).to(C.dtype)
+    dA = dAp.sum((0, 1))
+    dD = dDp.sum((0, 1)) if D is not None else plan.empty_grad(u)
+    ddb = ddbp.sum((0, 1)) if delta_bias is not None else plan.empty_grad(u)
+    return [du, ddelta, dA, dB, dC, dD, dz, ddb]
+
+
+def selective_scan(u, delta, A, Bc, Cc, D, z, delta_bias, delta_softplus: bool):
+    """Entry used by :func:`handS3C.ops.selective_scan_fn` (Bc/Cc canonical 4-D views)."""
+    out, last, _ = torch.ops.hands3c.selective_scan_fwd_triton(
+        u, delta, A, Bc, Cc, D, z, delta_bias, bool(delta_softplus),
+        plan.tile_steps(u.shape[2]), plan.CONFIG["chunk_tiles"], plan.CONFIG["block_d"],
+        plan.need_checkpoints(u, delta, A, Bc, Cc, D, z, delta_bias))
+    return out, last

@@ -1,12 +1,23 @@
-"""Shared test configuration.
+"""Shared test configuration (the root conftest of every folder under tests/).
+
+Layout: tests/ops/test_<op>.py (one operator on every backend), tests/backends/ (build, ISA,
+interpreter, emulation and compile checks), tests/model/ (MANO, network, checkpoints), plus
+the folders of the pipeline packages.  No folder has an ``__init__.py``: pytest puts this
+folder on ``sys.path`` (rootdir-relative "prepend" imports), so the shared helpers here
+(``tolerances``, ``cuda_parity``, ``triton_cases``, ``model_helpers``) import by their bare
+names from any sub-folder, and test file names must be unique across folders.
 
 TRITON_INTERPRET must be set before any Triton kernel is defined, so it is set here, at
 the top of the first file pytest imports, unless a GPU is present (then the Triton tests
 run compiled on the GPU).
 """
 import os
+import sys
 
 import pytest
+
+# the helpers beside this file, for every sub-folder (also under --import-mode=importlib)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 if "TRITON_INTERPRET" not in os.environ:
     import torch as _torch
@@ -29,6 +40,15 @@ requires_gpu = pytest.mark.skipif(not HAS_GPU, reason=GPU_SKIP_REASON)
 def devices_for_test():
     """Parametrisation shared by CPU and GPU tests: the GPU entry skips with a reason."""
     return ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_gpu])]
+
+
+@pytest.fixture
+def cuda_env(monkeypatch):
+    """The CUDA kernels' test environment: outputs poisoned with NaN before the kernels write
+    them (HANDS3C_CUDA_POISON=1), automatic thread target unless a case sets one."""
+    monkeypatch.setenv("HANDS3C_CUDA_POISON", "1")
+    monkeypatch.delenv("HANDS3C_CUDA_TARGET_THREADS", raising=False)
+    return monkeypatch
 
 
 @pytest.fixture

@@ -6,25 +6,37 @@ host, called through the operators directly).  Every case builds its inputs on t
 fixed seed, so both runs see identical numbers.
 
 References: ``handS3C.reference.selective_scan_ref64`` (and the cross-scan composition with it
-as ``scan_fn``) for values; for gradients the same float64 recurrence wrapped in an autograd
-Function with a hand-written reverse pass (``ScanRef64``), because autograd through the Python
-loop costs O(L^2) (SPEC §5).  ``test_cuda_emulated.py`` checks ``ScanRef64``'s gradients
-against autograd through ``selective_scan_ref64`` at small L.
+as ``scan_fn``), float64, whose recurrence has a hand-written O(L) backward (autograd through
+a per-step Python loop would cost O(L^2), SPEC §5); ``test_cuda_emulated.py`` checks that
+backward by finite differences.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import pytest
 import torch
-import torch.nn.functional as F
 
-from handS3C import reference
+from conftest import HAS_GPU, requires_gpu
+from handS3C import _ext, reference
+from handS3C.modules import dt_bias_init
 from handS3C.ops.selective_scan import _canonical_bc
 from tolerances import TOL, assert_close, dA_tol, ddelta_tol, du_tol, weight_tol
 
 F64 = torch.float64
+
+# Marks of a GPU case: skipped with a reason without a GPU, or without the built CUDA extension.
+GPU = [requires_gpu, pytest.mark.skipif(HAS_GPU and not _ext.HAS_CUDA_EXT,
+                                        reason="the CUDA extension handS3C._C_cuda is not built"),
+       pytest.mark.gpu]
+
+
+def set_target(env, blocks):
+    """Fix the CUDA launchers' thread target (HANDS3C_CUDA_TARGET_THREADS) for one case;
+    ``env`` is the ``cuda_env`` fixture (conftest.py), ``None`` keeps the automatic target."""
+    if blocks is not None:
+        env.setenv("HANDS3C_CUDA_TARGET_THREADS", str(blocks))
 
 
 def _same_strides(x, device, dtype=None):
@@ -37,84 +49,9 @@ def _leaf(x, device, dtype=None):
     return _same_strides(x, device, dtype).requires_grad_()
 
 
-# ---------------------------------------------------------------------------------------------
-# float64 reference with its own backward
-# ---------------------------------------------------------------------------------------------
-
-class ScanRef64(torch.autograd.Function):
-    """selective_scan_ref64's recurrence on full-size B/C (batch, dim, N, L), float64, with a
-    reverse-mode pass written out (O(L) instead of autograd's O(L^2) through the loop)."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, Bf, Cf, D, z, delta_bias, softplus):
-        x = delta if delta_bias is None else delta + delta_bias[None, :, None]
-        dt = F.softplus(x) if softplus else x
-        dA = torch.exp(dt[:, :, None, :] * A[None, :, :, None])
-        dBu = dt[:, :, None, :] * Bf * u[:, :, None, :]
-        hs = torch.empty_like(dA)
-        h = torch.zeros_like(dA[..., 0])
-        for t in range(u.shape[-1]):
-            h = dA[..., t] * h + dBu[..., t]
-            hs[..., t] = h
-        y = (hs * Cf).sum(2)
-        if D is not None:
-            y = y + u * D[None, :, None]
-        out = y * F.silu(z) if z is not None else y
-        ctx.softplus = softplus
-        ctx.has_bias = delta_bias is not None
-        ctx.save_for_backward(u, x, dt, A, Bf, Cf, D, z, dA, hs, y)
-        return out, h
-
-    @staticmethod
-    def backward(ctx, dout, dlast):
-        u, x, dt, A, Bf, Cf, D, z, dA, hs, y = ctx.saved_tensors
-        dz = None
-        if z is not None:
-            s = torch.sigmoid(z)
-            dz = dout * y * s * (1 + z * (1 - s))
-            dy = dout * z * s
-        else:
-            dy = dout
-        G = torch.empty_like(hs)
-        adj = dlast.clone() if dlast is not None else torch.zeros_like(hs[..., 0])
-        for t in range(u.shape[-1] - 1, -1, -1):
-            g = adj + dy[:, :, None, t] * Cf[..., t]
-            G[..., t] = g
-            adj = g * dA[..., t]
-        hprev = torch.cat([torch.zeros_like(hs[..., :1]), hs[..., :-1]], dim=-1)
-        dCf = dy[:, :, None, :] * hs
-        dBf = G * (dt * u)[:, :, None, :]
-        du = (G * Bf).sum(2) * dt
-        ddt = (G * (Bf * u[:, :, None, :] + A[None, :, :, None] * dA * hprev)).sum(2)
-        dAp = (G * dA * hprev * dt[:, :, None, :]).sum((0, 3))
-        dD = None
-        if D is not None:
-            du = du + dy * D[None, :, None]
-            dD = (dy * u).sum((0, 2))
-        dx = ddt * torch.sigmoid(x) if ctx.softplus else ddt
-        ddb = dx.sum((0, 2)) if ctx.has_bias else None
-        return du, dx, dAp, dBf, dCf, dD, dz, ddb, None
-
-
-def _full_bc(M, batch, dim, N, L):
-    """B/C in any accepted form as a differentiable full-size (batch, dim, N, L) tensor."""
-    if M.dim() == 2:
-        return M[None, :, :, None].expand(batch, dim, N, L)
-    if M.dim() == 3:
-        return M[:, None].expand(batch, dim, N, L)
-    return M.repeat_interleave(dim // M.shape[1], dim=1)
-
-
-def selective_scan_ref64_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                              return_last_state=False):
-    """Same contract and numbers as reference.selective_scan_ref64, gradients in O(L)."""
-    f = lambda t: None if t is None else t.to(F64)
-    u, delta, A, B, C, D, z, delta_bias = map(f, (u, delta, A, B, C, D, z, delta_bias))
-    batch, dim, L = u.shape
-    N = A.shape[1]
-    out, last = ScanRef64.apply(u, delta, A, _full_bc(B, batch, dim, N, L), _full_bc(C, batch, dim, N, L), D, z,
-                                delta_bias, bool(delta_softplus))
-    return (out, last) if return_last_state else out
+# The float64 reference with the O(L) hand-written backward is the project's one:
+# handS3C.reference.selective_scan_ref64 (this name is kept for the tests that call it).
+selective_scan_ref64_fast = reference.selective_scan_ref64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,13 +234,12 @@ def cs_inputs(c: CSCase):
     u = u.to(c.dtype)
     Cn = c.R + 2 * c.N
     # The published initialisation (SPEC §2), with a little noise so no two states coincide.
-    dt = torch.exp(torch.rand(4, c.D, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-    dt = dt.clamp(min=1e-4)
+    dt_bias = dt_bias_init(4 * c.D, generator=g).reshape(4, c.D)
     return dict(
         u=u,
         x_proj_weight=rn(4, Cn, c.D) * c.D ** -0.5,
         dt_projs_weight=(torch.rand(4, c.D, c.R, generator=g) * 2 - 1) * max(c.R, 1) ** -0.5,
-        dt_projs_bias=dt + torch.log(-torch.expm1(-dt)),
+        dt_projs_bias=dt_bias,
         A_logs=torch.log(torch.arange(1, c.N + 1, dtype=torch.float32)).repeat(4 * c.D, 1)
         + 0.05 * rn(4 * c.D, c.N),
         Ds=1.0 + 0.1 * rn(4 * c.D),

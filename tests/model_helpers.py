@@ -7,8 +7,8 @@
   runs without chumpy installed).  Values are random but plausible (template ~10 cm, convex
   regressor and skinning weights), never zero.
 * :func:`fast_selective_scan_ref` computes what mamba-ssm's ``selective_scan_ref`` computes
-  (same per-step float32 recurrence) with a backward as cheap as its forward: the recurrence
-  has a hand-written adjoint, everything around it is whole-tensor autograd.  mamba-ssm's own
+  (same per-step float32 recurrence) with a backward as cheap as its forward: the project's
+  float64 reference run in float32 (its recurrence has a hand-written adjoint).  mamba-ssm's own
   backward is O(L^2) (its per-step indexing materialises a full-size gradient per step,
   SPEC §5).
 """
@@ -20,8 +20,9 @@ import types
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from handS3C import reference
+from handS3C.reference import _single_thread
 # the unpatched getter of mamba-ssm's selective_scan_ref (the context managers below patch the
 # module attribute, not this binding)
 from handS3C.reference import mamba_selective_scan_ref as _real_mamba_ref
@@ -115,89 +116,18 @@ def write_fake_mano(path, seed: int = 0, chumpy: bool = False, extra=None, drop=
     return d
 
 
-class _single_thread:
-    """Run a loop of small per-step ops on one intra-op thread: with two threads each step pays
-    a thread hand-off, which costs milliseconds on a busy 2-core machine."""
-
-    def __enter__(self):
-        self._n = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self._n)
-        return False
-
-
-class _LinearRecurrence(torch.autograd.Function):
-    """``h[t] = a[t] * h[t-1] + b[t]`` along dim 0 (``h[-1] = 0``), with its adjoint written out.
-
-    a, b: (L, ...) float32.  Forward and backward run one in-place step per t into preallocated
-    buffers (no per-step allocation, no per-step autograd node).  Backward: the adjoint
-    ``g[t] = gh[t] + a[t+1] * g[t+1]`` gives ``db = g`` and ``da[t] = g[t] * h[t-1]``.
-    """
-
-    @staticmethod
-    def forward(ctx, a, b):
-        a = a.contiguous()
-        h = b.contiguous().clone()
-        with _single_thread():
-            for t in range(1, h.shape[0]):
-                h[t].addcmul_(a[t], h[t - 1])
-        ctx.save_for_backward(a, h)
-        return h
-
-    @staticmethod
-    def backward(ctx, gh):
-        a, h = ctx.saved_tensors
-        g = gh.contiguous().clone()
-        with _single_thread():
-            for t in range(g.shape[0] - 2, -1, -1):
-                g[t].addcmul_(a[t + 1], g[t + 1])
-        ga = torch.zeros_like(a)
-        ga[1:] = g[1:] * h[:-1]
-        return ga, g
-
-
 def fast_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                             return_last_state=False):
-    """mamba-ssm ``selective_scan_ref`` semantics (real A; B/C (b, N, L) or grouped (b, G, N, L)),
-    float32, with a backward that costs about as much as the forward.
-
-    The discretised terms ``exp(delta A)`` and ``delta B u`` and the read-out ``sum_n C h`` are
-    whole-tensor autograd ops; the recurrence itself is :class:`_LinearRecurrence` (hand-written
-    adjoint).  Same per-step float32 recurrence as mamba-ssm's loop; the C contraction is summed
-    in another order (rounding-level differences).  Returns ``out`` (b, dim, L) in u's dtype.
-    """
-    dtype_in = u.dtype
-    u = u.float()
-    delta = delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, dim, N = u.shape[0], A.shape[0], A.shape[1]
-    L = u.shape[2]
-    B = B.float()
-    C = C.float()
-    if B.dim() == 3:
-        B = B[:, None]
-    if C.dim() == 3:
-        C = C[:, None]
-    G = B.shape[1]
-    H = dim // G
-    # step-major layout (L, b, dim, N)
-    d_t = delta.permute(2, 0, 1)                                                      # (L, b, dim)
-    dA = torch.exp(d_t[..., None] * A.float())                                        # (L, b, dim, N)
-    Bs = B.permute(3, 0, 1, 2)[:, :, :, None, :]                                      # (L, b, G, 1, N)
-    dBu = ((d_t * u.permute(2, 0, 1)).reshape(L, batch, G, H, 1) * Bs).reshape(L, batch, dim, N)
-    h = _LinearRecurrence.apply(dA, dBu)                                              # (L, b, dim, N)
-    Cs = C.permute(3, 0, 1, 2)[:, :, :, None, :]                                      # (L, b, G, 1, N)
-    y = (h.reshape(L, batch, G, H, N) * Cs).sum(-1).reshape(L, batch, dim).permute(1, 2, 0)
-    out = y if D is None else y + u * D.float()[:, None]
-    if z is not None:
-        out = out * F.silu(z.float())
-    out = out.to(dtype_in)
-    return (out, h[-1]) if return_last_state else out
+    """mamba-ssm ``selective_scan_ref`` semantics in float32 with a backward as cheap as the
+    forward: :func:`handS3C.reference.selective_scan_ref64` (the project's one hand-written O(L)
+    recurrence) computed in float32, ``out`` returned in u's dtype.  Same per-step float32
+    recurrence as mamba-ssm's loop; the C contraction is summed in another order
+    (rounding-level differences)."""
+    res = reference.selective_scan_ref64(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                         dtype=torch.float32)
+    if return_last_state:
+        return res[0].to(u.dtype), res[1]
+    return res.to(u.dtype)
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["AugParams", "sample_augmentation", "NO_AUGMENTATION", "square_box_from_joints", "square_box",
+__all__ = ["AugParams", "sample_augmentation", "NO_AUGMENTATION", "square_box_from_joints", "square_box_from_bbox", "sanitize_box", "square_box",
            "crop_affine", "rot_z", "axis_angle_to_matrix_np", "matrix_to_axis_angle_np", "rotate_root_pose",
            "SCALE_FACTOR", "ROT_FACTOR_DEG", "ROT_PROB", "COLOR_FACTOR", "BOX_EXPANSION"]
 
@@ -65,10 +65,38 @@ def square_box(x: float, y: float, w: float, h: float, expansion: float = 1.0) -
     return np.array([cx - 0.5 * side, cy - 0.5 * side, side, side], dtype=np.float64)
 
 
-def square_box_from_joints(joints2d_px: np.ndarray, expansion: float = BOX_EXPANSION) -> np.ndarray:
-    """The tight box of the (21, 2) pixel joints, ×``expansion``, made square: (x, y, side, side)."""
+def sanitize_box(box, width: Optional[int], height: Optional[int]):
+    """The published loader's ``sanitize_bbox``: clip (x, y, w, h) to the image, or None if nothing is left.
+    (Its quirk is kept: the far corner is measured from the clipped near corner, ``x1 + w - 1``.)"""
+    if width is None or height is None:
+        return np.asarray(box, dtype=np.float64)
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
+    y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+    if w * h > 0 and x2 > x1 and y2 > y1:
+        return np.array([x1, y1, x2 - x1, y2 - y1])
+    return None
+
+
+def square_box_from_joints(joints2d_px: np.ndarray, expansion: float = BOX_EXPANSION,
+                           width: Optional[int] = None, height: Optional[int] = None) -> np.ndarray:
+    """The published crop box from 2-D joints: their tight box, each side ×``expansion`` about its centre
+    (``get_bbox``), clipped to the image when its size is given (``sanitize_bbox``), then made square
+    (``process_bbox`` with expansion 1): (x, y, side, side)."""
     lo, hi = joints2d_px.min(0), joints2d_px.max(0)
-    return square_box(lo[0], lo[1], max(hi[0] - lo[0], 1.0), max(hi[1] - lo[1], 1.0), expansion)
+    w, h = max(hi[0] - lo[0], 1.0), max(hi[1] - lo[1], 1.0)
+    c = 0.5 * (lo + hi)
+    box = np.array([c[0] - 0.5 * w * expansion, c[1] - 0.5 * h * expansion, w * expansion, h * expansion])
+    clipped = sanitize_box(box, width, height)
+    return square_box(*(box if clipped is None else clipped), expansion=1.0)
+
+
+def square_box_from_bbox(box, expansion: float = BOX_EXPANSION, width: Optional[int] = None,
+                         height: Optional[int] = None) -> np.ndarray:
+    """The published crop box from a given (x, y, w, h): clipped to the image, squared, ×``expansion``."""
+    clipped = sanitize_box(box, width, height)
+    return square_box(*(np.asarray(box, dtype=np.float64) if clipped is None else clipped), expansion=expansion)
 
 
 def rot_z(theta_rad: float) -> np.ndarray:

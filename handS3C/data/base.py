@@ -153,12 +153,13 @@ class HandDataset(Dataset):
     def box_for(self, rec: Record) -> np.ndarray:
         if rec.whole_image:
             return aug.square_box(0.0, 0.0, rec.width, rec.height, 1.0)
+        W, H = rec.width, rec.height
         if self.crop == "joints" and rec.joints2d is not None:
-            return aug.square_box_from_joints(rec.joints2d, aug.BOX_EXPANSION)
+            return aug.square_box_from_joints(rec.joints2d, aug.BOX_EXPANSION, W, H)
         if rec.box is not None:
-            return aug.square_box(*rec.box, expansion=aug.BOX_EXPANSION)
+            return aug.square_box_from_bbox(rec.box, aug.BOX_EXPANSION, W, H)
         if rec.joints2d is not None:
-            return aug.square_box_from_joints(rec.joints2d, aug.BOX_EXPANSION)
+            return aug.square_box_from_joints(rec.joints2d, aug.BOX_EXPANSION, W, H)
         raise DatasetError(f"{self.name}: {rec.file}: neither 2-D joints nor a box to crop around")
 
     def __getitem__(self, index: int) -> dict:

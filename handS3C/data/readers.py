@@ -174,6 +174,11 @@ class HO3D(HandDataset):
 
     Evaluation ground truth (public now): ``{root}/evaluation_xyz.json`` and
     ``evaluation_verts.json`` (OpenGL frame, HO3D order, in evaluation order) are read when present.
+
+    Args:
+        crop: ``None`` (published: training from the GT 2-D joint box ×1.5, evaluation from the
+            annotation's box ×1.5, both clipped to the frame and made square), ``"joints"`` or ``"bbox"``.
+        mano_model_path: MANO_RIGHT.pkl, for the official layout's ``handPose`` conversion.
     """
 
     name = "HO3D"
@@ -183,7 +188,7 @@ class HO3D(HandDataset):
                        "{root}/<split>/<seq>/meta/<id>.pkl")
 
     def __init__(self, root, split: str = "train", layout: str = "auto", input_size: int = 256,
-                 augment: bool = False, seed: int = 0, skip_bad: bool = False, crop: str = "joints",
+                 augment: bool = False, seed: int = 0, skip_bad: bool = False, crop: Optional[str] = None,
                  mano_model_path: Optional[str] = None, fast_decode: bool = True):
         root = os.fspath(root)
         if split not in ("train", "evaluation"):
@@ -214,10 +219,10 @@ class HO3D(HandDataset):
             self._parse_official(root, split, split_txt, parser, hands_mean)
         if split == "evaluation":
             self._attach_eval_gt(root, parser)
-        super().__init__(parser.records, input_size, augment, seed, skip_bad,
-                         crop="bbox" if split == "evaluation" and crop == "joints" and
-                         not any(r.joints2d is not None for r in parser.records) else crop,
-                         fast_decode=fast_decode)
+        if crop is None:
+            # published: training crops from the GT 2-D joints, evaluation from the annotation's box
+            crop = "bbox" if split == "evaluation" else "joints"
+        super().__init__(parser.records, input_size, augment, seed, skip_bad, crop=crop, fast_decode=fast_decode)
         _finish(self, parser)
 
     def _parse_coco(self, root, split, ann_path, parser):

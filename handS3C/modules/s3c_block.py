@@ -7,18 +7,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import reference
-from ..ops import cross_scan_selective_scan, s3c_merge
-from ..ops._backend import BACKENDS
+from ..ops import BACKENDS, cross_scan_selective_scan, s3c_merge
 
-__all__ = ["S3CBlock", "SS2D"]
+__all__ = ["S3CBlock", "SS2D", "dt_bias_init"]
 
 _DIRECTIONS = 4
 
 
-def _dt_bias_init(n: int, dt_min=1e-3, dt_max=0.1, floor=1e-4) -> torch.Tensor:
-    """Inverse softplus of dt ~ exp(U(log dt_min, log dt_max)), floored (published init)."""
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+def dt_bias_init(n: int, dt_min=1e-3, dt_max=0.1, floor=1e-4, generator=None) -> torch.Tensor:
+    """The published dt-bias initialisation: (n,) float32, the inverse softplus of
+    dt ~ exp(U(log dt_min, log dt_max)) floored at ``floor``, so softplus(bias) is that dt.
+    The one copy: the block, the tests and the benchmarks all call it."""
+    u = torch.rand(n, generator=generator)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
     return dt + torch.log(-torch.expm1(-dt))
 
 
@@ -52,9 +53,9 @@ class SS2D(nn.Module):
         self.x_proj_weight = nn.Parameter(lin_init(R + 2 * d_state, d_inner))
         self.x_proj_weight_ch = nn.Parameter(lin_init(R + 2 * d_state, width))
         self.dt_projs_weight = nn.Parameter(dt_w(d_inner))
-        self.dt_projs_bias = nn.Parameter(_dt_bias_init(K * d_inner).reshape(K, d_inner))
+        self.dt_projs_bias = nn.Parameter(dt_bias_init(K * d_inner).reshape(K, d_inner))
         self.dt_projs_weight_ch = nn.Parameter(dt_w(width))
-        self.dt_projs_bias_ch = nn.Parameter(_dt_bias_init(K * width).reshape(K, width))
+        self.dt_projs_bias_ch = nn.Parameter(dt_bias_init(K * width).reshape(K, width))
         self.A_logs = nn.Parameter(a_logs(d_inner))
         self.Ds = nn.Parameter(torch.ones(K * d_inner))
         self.A_logs_ch = nn.Parameter(a_logs(width))
@@ -75,19 +76,13 @@ class SS2D(nn.Module):
         xz = self.in_proj(t)
         xi, z = xz.chunk(2, dim=-1)
         u = F.silu(self.conv2d(xi.permute(0, 3, 1, 2)))          # (B, d_inner, H, W)
-        if backend == "reference":
-            u32 = u.float()
-            y_c = reference.cross_scan_selective_scan_ref(u32.permute(0, 3, 1, 2), *self.channel_params())
-            y_s = reference.cross_scan_selective_scan_ref(u32, *self.spatial_params())
-            y = reference.s3c_merge_ref(y_s.permute(0, 2, 3, 1), y_c.permute(0, 3, 1, 2), z.float(),
-                                        self.out_norm.weight, self.out_norm.bias, self.out_norm.eps)
-        else:
-            # The channel branch scans the (d_inner x H) plane with the width as features:
-            # a permuted view, no copy.
-            y_c = cross_scan_selective_scan(u.permute(0, 3, 1, 2), *self.channel_params(), backend=backend)
-            y_s = cross_scan_selective_scan(u, *self.spatial_params(), backend=backend)
-            y = s3c_merge(y_s.permute(0, 2, 3, 1), y_c.permute(0, 3, 1, 2), z, self.out_norm.weight,
-                          self.out_norm.bias, self.out_norm.eps, backend=backend)
+        # The operators pick the implementation (backend="reference" is the published path).
+        # The channel branch scans the (d_inner x H) plane with the width as features: a
+        # permuted view, no copy.
+        y_c = cross_scan_selective_scan(u.permute(0, 3, 1, 2), *self.channel_params(), backend=backend)
+        y_s = cross_scan_selective_scan(u, *self.spatial_params(), backend=backend)
+        y = s3c_merge(y_s.permute(0, 2, 3, 1), y_c.permute(0, 3, 1, 2), z, self.out_norm.weight,
+                      self.out_norm.bias, self.out_norm.eps, backend=backend)
         return self.out_proj(y.to(t.dtype))
 
 

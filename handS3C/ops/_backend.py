@@ -89,3 +89,11 @@ def check_tensor(op_name: str, name: str, t, ndim: Iterable[int] | int, dtypes=N
 def check_shape(op_name: str, name: str, t: torch.Tensor, shape) -> None:
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{op_name}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def check_checkpoints(op_name: str, checkpoints: torch.Tensor) -> None:
+    """A backward needs the forward's checkpoints; the Triton forward skips them when no input
+    required grad (``need_ck=False``)."""
+    if checkpoints.numel() == 0:
+        raise RuntimeError(f"{op_name}: backward needs the forward's checkpoints, but the forward ran without "
+                           "them (need_ck=False: no input required grad when it ran)")

@@ -265,3 +265,50 @@ def triton_plan(op, *, tile=None, chunk_tiles=None, block_d=None, bwd_sub=None) 
         _stride(op, "block_d", block_d, power_of_two=True, allow_zero=True)
     if bwd_sub is not None:
         _stride(op, "bwd_sub", bwd_sub, allow_zero=True)
+
+
+# ---- the Triton operators (hands3c::*_triton) -----------------------------------------------
+# Their bodies launch kernels that index some arguments densely (projections, checkpoints,
+# output gradients, per-channel vectors): each helper validates every argument (the checkpoint
+# stride is the operator's ``tile``) and returns those arguments contiguous.  The fake kernels
+# call the same helpers, so torch.compile refuses what eager refuses.
+
+def _contig(*ts):
+    return tuple(None if t is None else t.contiguous() for t in ts)
+
+
+def triton_cross_scan_fwd(op, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles,
+                          block_d) -> CrossScanDims:
+    triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d)
+    return cross_scan_fwd(op, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                          u_dtypes=(torch.float32,))
+
+
+def triton_cross_scan_bwd(op, dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints,
+                          tile, chunk_tiles, block_d, bwd_sub):
+    """-> (dout, dbl, checkpoints) contiguous."""
+    triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d, bwd_sub=bwd_sub)
+    cross_scan_bwd(op, dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints,
+                   ckpt_stride=tile, u_dtypes=(torch.float32,))
+    return _contig(dout, dbl, checkpoints)
+
+
+def triton_selective_scan_fwd(op, u, delta, A, B, C, D, z, delta_bias, tile, chunk_tiles, block_d):
+    """-> (D, delta_bias) contiguous (or None)."""
+    triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d)
+    selective_scan_fwd(op, u, delta, A, B, C, D, z, delta_bias)
+    return _contig(D, delta_bias)
+
+
+def triton_selective_scan_bwd(op, dout, dlast, u, delta, A, B, C, D, z, delta_bias, checkpoints, tile, chunk_tiles,
+                              block_d, bwd_sub):
+    """-> (dout, dlast, D, delta_bias, checkpoints) contiguous (or None)."""
+    triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d, bwd_sub=bwd_sub)
+    selective_scan_bwd(op, dout, dlast, u, delta, A, B, C, D, z, delta_bias, checkpoints, ckpt_stride=tile)
+    return _contig(dout, dlast, D, delta_bias, checkpoints)
+
+
+def triton_merge_bwd(op, dout, y_spatial, y_channel, z, weight, bias, mean, rstd):
+    """-> (dout, mean, rstd) contiguous."""
+    merge_bwd(op, dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
+    return _contig(dout, mean, rstd)

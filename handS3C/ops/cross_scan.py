@@ -26,13 +26,17 @@ where ``dbl`` holds the per-position projections and ``checkpoints`` the scan st
 start of every 64-step chunk of each direction (what the backward recomputes from).
 ``cross_scan_bwd(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl,
 checkpoints) -> (du, dx_proj_weight, ddt_projs_weight, ddt_projs_bias, dA_logs, dDs)``.
+The Triton family (``kernels/cross_scan.py``) has the same two operators with a ``_triton``
+suffix and launch-plan integers appended; one autograd definition serves both families.
 """
 from __future__ import annotations
 
 import torch
 
 from .. import _ext, reference
-from ._backend import check_same_device, check_shape, check_tensor, resolve_backend
+from . import _checks
+from ._backend import (check_checkpoints, check_same_device, check_shape, check_tensor, resolve_backend,
+                       triton_available)
 
 OP = "cross_scan_selective_scan"
 CHECKPOINT_STRIDE = 64
@@ -76,17 +80,37 @@ def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, 
         return reference.cross_scan_selective_scan_ref(u, x_proj_weight, dt_projs_weight, dt_projs_bias,
                                                         A_logs, Ds).float()
     if impl == "triton":
-        from . import _triton
         return _triton.cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
     return torch.ops.hands3c.cross_scan_fwd(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)[0]
 
 
-def _register() -> None:
-    """Fake kernels and autograd of the C++ operators (needs the schemas from handS3C._C)."""
-    # ---- torch.library registration: fake kernel and autograd of the C++ operators ----------
+def _register_autograd(fwd: str, bwd, backward_plan=None) -> None:
+    """Autograd of a forward operator ``fwd`` (``hands3c::cross_scan_fwd`` or its Triton twin).
 
+    Both families take ``(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, *plan)``
+    and return ``(y, dbl, checkpoints)``; ``bwd`` is the family's backward operator, called with
+    the forward's inputs, ``dbl``, the checkpoints and ``backward_plan(plan)``.
+    """
+    def setup_context(ctx, inputs, output):
+        _, dbl, ckpt = output
+        ctx.n_plan = len(inputs) - 6
+        ctx.plan = tuple(backward_plan(inputs[6:])) if backward_plan is not None else ()
+        ctx.save_for_backward(*inputs[:6], dbl, ckpt)
+
+    def backward(ctx, dout, _ddbl, _dckpt):
+        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, ckpt = ctx.saved_tensors
+        check_checkpoints(OP, ckpt)
+        grads = bwd(dout.contiguous(), u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, ckpt,
+                    *ctx.plan)
+        return tuple(grads) + (None,) * ctx.n_plan
+
+    torch.library.register_autograd(fwd, backward, setup_context=setup_context)
+
+
+if _ext.HAS_CPU_EXT:
     @torch.library.register_fake("hands3c::cross_scan_fwd")
     def _cross_scan_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+        _checks.cross_scan_fwd("hands3c::cross_scan_fwd", u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
         Bn, D, P, Q = u.shape
         L = P * Q
         N = A_logs.shape[1]
@@ -97,30 +121,19 @@ def _register() -> None:
         ckpt = u.new_empty((Bn, 4, D, nchunks, N), dtype=torch.float32)
         return out, dbl, ckpt
 
-
     @torch.library.register_fake("hands3c::cross_scan_bwd")
     def _cross_scan_bwd_fake(dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, checkpoints):
+        _checks.cross_scan_bwd("hands3c::cross_scan_bwd", dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias,
+                               A_logs, Ds, dbl, checkpoints)
         return (torch.empty_like(u, dtype=torch.float32, memory_format=torch.contiguous_format),
                 torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
                 torch.empty_like(dt_projs_bias), torch.empty_like(A_logs), torch.empty_like(Ds))
 
+    _register_autograd("hands3c::cross_scan_fwd", torch.ops.hands3c.cross_scan_bwd)
 
-    def _cross_scan_setup_context(ctx, inputs, output):
-        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds = inputs
-        _, dbl, ckpt = output
-        ctx.save_for_backward(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, ckpt)
+_triton = None
+if triton_available():
+    from ..triton_kernels import cross_scan as _triton
+    from ..triton_kernels._plan import backward_plan
 
-
-    def _cross_scan_backward(ctx, dout, _ddbl, _dckpt):
-        u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl, ckpt = ctx.saved_tensors
-        grads = torch.ops.hands3c.cross_scan_bwd(dout.contiguous(), u, x_proj_weight, dt_projs_weight,
-                                                 dt_projs_bias, A_logs, Ds, dbl, ckpt)
-        return tuple(grads)
-
-
-    torch.library.register_autograd("hands3c::cross_scan_fwd", _cross_scan_backward,
-                                    setup_context=_cross_scan_setup_context)
-
-
-if _ext.HAS_CPU_EXT:
-    _register()
+    _register_autograd("hands3c::cross_scan_fwd_triton", torch.ops.hands3c.cross_scan_bwd_triton, backward_plan)

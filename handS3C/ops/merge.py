@@ -16,7 +16,8 @@ Operators (namespace ``hands3c``)
 ``s3c_merge_fwd(y_spatial, y_channel, z, weight, bias, eps) -> (out, mean (M,) f32, rstd (M,) f32)``
 with M the number of rows; ``s3c_merge_bwd(dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
 -> (dy (..., C) f32, dz (z's dtype), dweight (C,), dbias (C,))``; ``dy`` is the gradient of
-both ``y_spatial`` and ``y_channel``.
+both ``y_spatial`` and ``y_channel``.  The Triton family (``kernels/s3c_merge.py``) has the same
+two operators with a ``_triton`` suffix; one autograd definition serves both families.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import math
 import torch
 
 from .. import _ext, reference
-from ._backend import check_same_device, check_shape, check_tensor, resolve_backend
+from . import _checks
+from ._backend import check_same_device, check_shape, check_tensor, resolve_backend, triton_available
 
 OP = "s3c_merge"
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
@@ -58,39 +60,44 @@ def s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, eps: float = 1e-5
     if impl == "reference":
         return reference.s3c_merge_ref(y_spatial, y_channel, z.float(), norm_weight, norm_bias, eps)
     if impl == "triton":
-        from . import _triton
         return _triton.s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, float(eps))
     return torch.ops.hands3c.s3c_merge_fwd(y_spatial, y_channel, z, norm_weight, norm_bias, float(eps))[0]
 
 
-def _register() -> None:
-    """Fake kernels and autograd of the C++ operators (needs the schemas from handS3C._C)."""
+def _register_autograd(fwd: str, bwd) -> None:
+    """Autograd of ``fwd`` (``hands3c::s3c_merge_fwd`` or its Triton twin): both families take
+    ``(y_spatial, y_channel, z, weight, bias, eps)`` and return ``(out, mean, rstd)``; ``bwd``
+    returns ``(dy, dz, dweight, dbias)`` with ``dy`` the gradient of both branch outputs."""
+    def setup_context(ctx, inputs, output):
+        y_spatial, y_channel, z, weight, bias, eps = inputs
+        ctx.save_for_backward(y_spatial, y_channel, z, weight, bias, output[1], output[2])
+
+    def backward(ctx, dout, _dmean, _drstd):
+        y_spatial, y_channel, z, weight, bias, mean, rstd = ctx.saved_tensors
+        dy, dz, dw, db = bwd(dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
+        return dy, dy, dz, dw, db, None
+
+    torch.library.register_autograd(fwd, backward, setup_context=setup_context)
+
+
+if _ext.HAS_CPU_EXT:
     @torch.library.register_fake("hands3c::s3c_merge_fwd")
     def _merge_fwd_fake(y_spatial, y_channel, z, weight, bias, eps):
+        _checks.merge_fwd("hands3c::s3c_merge_fwd", y_spatial, y_channel, z, weight, bias, eps)
         M = y_spatial.numel() // y_spatial.shape[-1]
         out = y_spatial.new_empty(y_spatial.shape)
         return out, y_spatial.new_empty((M,)), y_spatial.new_empty((M,))
 
-
     @torch.library.register_fake("hands3c::s3c_merge_bwd")
     def _merge_bwd_fake(dout, y_spatial, y_channel, z, weight, bias, mean, rstd):
+        _checks.merge_bwd("hands3c::s3c_merge_bwd", dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
         return (y_spatial.new_empty(y_spatial.shape), z.new_empty(z.shape),
                 torch.empty_like(weight), torch.empty_like(weight))
 
+    _register_autograd("hands3c::s3c_merge_fwd", torch.ops.hands3c.s3c_merge_bwd)
 
-    def _merge_setup_context(ctx, inputs, output):
-        y_spatial, y_channel, z, weight, bias, eps = inputs
-        ctx.save_for_backward(y_spatial, y_channel, z, weight, bias, output[1], output[2])
+_triton = None
+if triton_available():
+    from ..triton_kernels import s3c_merge as _triton
 
-
-    def _merge_backward(ctx, dout, _dmean, _drstd):
-        y_spatial, y_channel, z, weight, bias, mean, rstd = ctx.saved_tensors
-        dy, dz, dw, db = torch.ops.hands3c.s3c_merge_bwd(dout, y_spatial, y_channel, z, weight, bias, mean, rstd)
-        return dy, dy, dz, dw, db, None
-
-
-    torch.library.register_autograd("hands3c::s3c_merge_fwd", _merge_backward, setup_context=_merge_setup_context)
-
-
-if _ext.HAS_CPU_EXT:
-    _register()
+    _register_autograd("hands3c::s3c_merge_fwd_triton", torch.ops.hands3c.s3c_merge_bwd_triton)

@@ -22,14 +22,18 @@ Operators (namespace ``hands3c``; B and C always passed as 4-D (batch, G, N, L) 
 -> (out, last_state (batch,dim,N) f32, checkpoints (batch, dim, ceil(L/64), N) f32)``
 ``selective_scan_bwd(dout, dlast_state?, u, delta, A, B, C, D?, z?, delta_bias?, delta_softplus,
 checkpoints) -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``; absent optional inputs give
-empty (numel 0) gradients.
+empty (numel 0) gradients.  The Triton family (``kernels/selective_scan.py``) has the same two
+operators with a ``_triton`` suffix and launch-plan integers appended; one autograd definition
+(:func:`_register_autograd`) serves both families.
 """
 from __future__ import annotations
 
 import torch
 
 from .. import _ext, reference
-from ._backend import check_same_device, check_shape, check_tensor, resolve_backend
+from . import _checks
+from ._backend import (check_checkpoints, check_same_device, check_shape, check_tensor, resolve_backend,
+                       triton_available)
 
 OP = "selective_scan_fn"
 CHECKPOINT_STRIDE = 64
@@ -96,14 +100,10 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     device, Bc, Cc = _validate(u, delta, A, B, C, D, z, delta_bias)
     impl = resolve_backend(backend, device, OP)
     if impl == "reference":
-        if device.type == "cuda" and reference.mamba_selective_scan_cuda_fn() is not None:
-            fn = reference.mamba_selective_scan_cuda_fn()
-        else:
-            fn = reference.mamba_selective_scan_ref()
+        fn = reference.mamba_selective_scan(device)
         return fn(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                   return_last_state=return_last_state)
     if impl == "triton":
-        from . import _triton
         out, last = _triton.selective_scan(u, delta, A, Bc, Cc, D, z, delta_bias, bool(delta_softplus))
     else:
         out, last, _ = torch.ops.hands3c.selective_scan_fwd(u, delta, A, Bc, Cc, D, z, delta_bias,
@@ -111,12 +111,46 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     return (out, last) if return_last_state else out
 
 
-def _register() -> None:
-    """Fake kernels and autograd of the C++ operators (needs the schemas from handS3C._C)."""
-    # ---- torch.library registration: fake kernels and autograd of the C++ operators ----------
+def _register_autograd(fwd: str, bwd, backward_plan=None) -> None:
+    """Autograd of a forward operator ``fwd`` (``hands3c::selective_scan_fwd`` or its Triton twin).
 
+    Both families take ``(u, delta, A, B, C, D, z, delta_bias, delta_softplus, *plan)`` and return
+    ``(out, last_state, checkpoints)``; ``bwd`` is the family's backward operator, called with the
+    forward's inputs, its checkpoints and ``backward_plan(plan)`` (the Triton launch plan; nothing
+    for the C++ family).
+    """
+    def setup_context(ctx, inputs, output):
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs[:9]
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.has = (D is not None, z is not None, delta_bias is not None)
+        ctx.n_plan = len(inputs) - 9
+        ctx.plan = tuple(backward_plan(inputs[9:])) if backward_plan is not None else ()
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+
+    def backward(ctx, dout, dlast, _dckpt):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        check_checkpoints(OP, ckpt)
+        if dout is None:
+            dout = torch.zeros_like(u)
+        if dlast is not None:
+            dlast = dlast.contiguous()  # the kernels index it densely; autograd may hand an expanded view
+        du, ddelta, dA, dB, dC, dD, dz, ddb = bwd(dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias,
+                                                  ctx.delta_softplus, ckpt, *ctx.plan)
+        has_d, has_z, has_db = ctx.has
+        return (du, ddelta, dA, dB, dC, dD if has_d else None, dz if has_z else None,
+                ddb if has_db else None, None) + (None,) * ctx.n_plan
+
+    torch.library.register_autograd(fwd, backward, setup_context=setup_context)
+
+
+def _empty(t):
+    return t.new_empty((0,), dtype=torch.float32)
+
+
+if _ext.HAS_CPU_EXT:
     @torch.library.register_fake("hands3c::selective_scan_fwd")
     def _selective_scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        _checks.selective_scan_fwd("hands3c::selective_scan_fwd", u, delta, A, B, C, D, z, delta_bias)
         batch, dim, L = u.shape
         N = A.shape[1]
         nchunks = (L + CHECKPOINT_STRIDE - 1) // CHECKPOINT_STRIDE
@@ -125,14 +159,11 @@ def _register() -> None:
         ckpt = u.new_empty((batch, dim, nchunks, N), dtype=torch.float32)
         return out, last, ckpt
 
-
-    def _empty(t):
-        return t.new_empty((0,), dtype=torch.float32)
-
-
     @torch.library.register_fake("hands3c::selective_scan_bwd")
     def _selective_scan_bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                  checkpoints):
+        _checks.selective_scan_bwd("hands3c::selective_scan_bwd", dout, dlast_state, u, delta, A, B, C, D, z,
+                                   delta_bias, checkpoints)
         cf = torch.contiguous_format
         return (torch.empty_like(u, memory_format=cf), torch.empty_like(delta, memory_format=cf),
                 torch.empty_like(A), B.new_empty(B.shape), C.new_empty(C.shape),
@@ -140,25 +171,12 @@ def _register() -> None:
                 torch.empty_like(z, memory_format=cf) if z is not None else _empty(u),
                 torch.empty_like(delta_bias) if delta_bias is not None else _empty(u))
 
+    _register_autograd("hands3c::selective_scan_fwd", torch.ops.hands3c.selective_scan_bwd)
 
-    def _ss_setup_context(ctx, inputs, output):
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
-        ctx.delta_softplus = delta_softplus
-        ctx.has = (D is not None, z is not None, delta_bias is not None)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+_triton = None
+if triton_available():
+    from ..triton_kernels import selective_scan as _triton
+    from ..triton_kernels._plan import backward_plan
 
-
-    def _ss_backward(ctx, dout, dlast, _dckpt):
-        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
-        du, ddelta, dA, dB, dC, dD, dz, ddb = torch.ops.hands3c.selective_scan_bwd(
-            dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ckpt)
-        has_d, has_z, has_db = ctx.has
-        return (du, ddelta, dA, dB, dC, dD if has_d else None, dz if has_z else None,
-                ddb if has_db else None, None)
-
-
-    torch.library.register_autograd("hands3c::selective_scan_fwd", _ss_backward, setup_context=_ss_setup_context)
-
-
-if _ext.HAS_CPU_EXT:
-    _register()
+    _register_autograd("hands3c::selective_scan_fwd_triton", torch.ops.hands3c.selective_scan_bwd_triton,
+                       backward_plan)

@@ -125,3 +125,18 @@ def test_rotate_root_pose_and_axis_angle_roundtrip():
     np.testing.assert_allclose(out[3:], pose[3:])
     np.testing.assert_allclose(aug.axis_angle_to_matrix_np(out[:3]), Rz @ aug.axis_angle_to_matrix_np(pose[:3]),
                                atol=1e-9)
+
+
+def test_published_box_rules():
+    j = np.array([[110.0, 150.0], [210.0, 190.0]] + [[160.0, 170.0]] * 19)
+    # tight box 100 x 40, each side x1.5 -> x [85, 235], y [140, 200]; sanitize_bbox keeps w - 1 = 149
+    # and h - 1 = 59 (its quirk), then the square of the longer side about the centre
+    np.testing.assert_allclose(aug.square_box_from_joints(j, 1.5, 640, 480), [85.0, 95.0, 149.0, 149.0])
+    # across the left edge: the near corner is clipped to 0 and the far one measured from it (the box shifts)
+    b = aug.square_box_from_joints(j - [130.0, 0.0], 1.5, 640, 480)
+    np.testing.assert_allclose(b, [0.0, 95.0, 149.0, 149.0])
+    # without the frame size: no clipping
+    np.testing.assert_allclose(aug.square_box_from_joints(j - [130.0, 0.0], 1.5), [-45.0, 95.0, 150.0, 150.0])
+    np.testing.assert_allclose(aug.square_box_from_bbox([100, 100, 40, 80], 1.5, 640, 480),
+                               [119.5 - 59.25, 139.5 - 59.25, 118.5, 118.5])
+    assert aug.sanitize_box([700, 10, 5, 5], 640, 480) is None

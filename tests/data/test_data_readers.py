@@ -167,6 +167,7 @@ def test_ho3d_evaluation_root_box_and_public_ground_truth(synth, tmp_path):
     assert not b["has_joints3d"] and not b["has_verts"]
     np.testing.assert_allclose(b["root"].numpy(), db["annotations"][1]["root_joint_cam"], atol=1e-6)
     x, y, w, h = db["annotations"][1]["bbox"]
+    w, h = w - 1, h - 1                          # the published sanitize_bbox's w - 1, h - 1
     side = 1.5 * max(w, h)
     np.testing.assert_allclose(b["bbox"].numpy(), [x + w / 2 - side / 2, y + h / 2 - side / 2, side, side], rtol=1e-5)
 
@@ -185,7 +186,7 @@ def test_dexycb_left_hands_are_mirrored(synth, mano_layer):
     # image: the flipped file cropped around the mirrored joints, computed independently here
     j2 = np.array(ann["joints_img"])
     j2[:, 0] = W - 1 - j2[:, 0]
-    box = aug.square_box_from_joints(j2)
+    box = aug.square_box_from_joints(j2, 1.5, W, im["height"])
     M, _, _ = aug.crop_affine(box, 64)
     flipped = cv2.flip(cv2.imread(os.path.join(root, im["file_name"])), 1)[:, :, ::-1]
     want = cv2.warpAffine(np.ascontiguousarray(flipped), M, (64, 64), flags=cv2.INTER_LINEAR).astype(np.float32) / 255
@@ -205,6 +206,7 @@ def test_dexycb_bbox_crop(synth):
     db = json.load(open(os.path.join(root, "annotations", "DEX_YCB_s0_test_data.json")))
     ds = DexYCB(root, "test", input_size=64, crop="bbox")
     x, y, w, h = db["annotations"][0]["bbox"]
+    w, h = w - 1, h - 1                          # the published sanitize_bbox's w - 1, h - 1
     side = 1.5 * max(w, h)
     np.testing.assert_allclose(ds[0]["bbox"].numpy(), [x + w / 2 - side / 2, y + h / 2 - side / 2, side, side],
                                rtol=1e-5)

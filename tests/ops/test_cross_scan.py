@@ -1,7 +1,9 @@
-"""cross_scan_selective_scan: fused kernels against the float64 reference and the published path.
+"""cross_scan_selective_scan on every backend, against the float64 reference and the published path.
 
-The same parametrisation runs on CPU and (with larger shapes where noted) on a GPU for the
-"cuda" backend; GPU cases skip with the reason given in conftest.py when no GPU is present.
+Sections: the C++ CPU kernels (the same parametrisation runs the "cuda" backend, with larger
+shapes where noted, on a GPU), the Triton kernels (see tests/triton_cases.py), and the CUDA
+kernels at GPU sizes including the channel branch's real lengths (tests/cuda_parity.py).  GPU
+cases skip with the reason given in conftest.py when no GPU is present.
 """
 import math
 
@@ -12,7 +14,12 @@ from hypothesis import strategies as st
 
 from conftest import devices_for_test, requires_gpu
 from handS3C import ops, reference
+from handS3C.ops import cross_scan_selective_scan
+from handS3C.triton_kernels import scan_config
 from tolerances import assert_close, dA_tol, du_tol, out_tol, weight_tol
+
+import cuda_parity as cp
+import triton_cases as tc
 
 F32 = torch.float32
 
@@ -153,25 +160,6 @@ def test_backward_is_deterministic_across_thread_counts():
             assert torch.equal(x, y)
 
 
-def test_every_instruction_set_build_agrees(monkeypatch):
-    """HANDS3C_CPU_ISA picks the cross scan's build too: every build the CPU runs gives the same numbers."""
-    isa = torch.ops.hands3c.cpu_isa()
-    builds = {"avx512": ["avx512", "avx2", "baseline"], "avx2": ["avx2", "baseline"]}.get(isa, ["baseline"])
-    args = make_inputs(2, 19, 9, 11, 16, 4, seed=13)
-    g = torch.randn(2, 19, 9, 11, generator=torch.Generator().manual_seed(14))
-    results = {}
-    for name in builds:
-        monkeypatch.setenv("HANDS3C_CPU_ISA", name)
-        assert torch.ops.hands3c.cpu_isa() == name
-        leaves = [a.clone().requires_grad_(True) for a in args]
-        out = ops.cross_scan_selective_scan(*leaves, backend="cpu")
-        results[name] = (out,) + torch.autograd.grad((out * g).sum(), leaves)
-    for name in builds[1:]:
-        for x, y in zip(results[builds[0]], results[name]):
-            scale = max(1.0, y.abs().max().item())
-            assert torch.allclose(x / scale, y / scale, rtol=1e-5, atol=1e-5), name
-
-
 @pytest.mark.filterwarnings("ignore:Input #.* is not a double precision")
 def test_gradcheck_tiny():
     """Finite differences on a tiny case.  The kernels compute in float32 by contract (no
@@ -235,3 +223,128 @@ def test_auto_backend_on_gpu_matches_cpu():
     cpu = ops.cross_scan_selective_scan(*args, backend="cpu")
     gpu = ops.cross_scan_selective_scan(*[a.cuda() for a in args])
     assert_close(gpu.cpu(), cpu, *out_tol(F32), "auto on cuda vs cpu")
+
+# ---- Triton (backend="triton") --------------------------------------------------------------------
+
+# name: (B, D, P, Q, N, R, u layout, CPU plan); "perm" = the channel branch's permuted view
+TRITON_CASES = {
+    "plane3x5_chunks": (2, 3, 3, 5, 4, 2, "contig", dict(tile=4, chunk_tiles=2, block_d=2, bwd_sub=1)),
+    "row1x7_N1_subblocks": (1, 3, 1, 7, 1, 2, "contig", dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)),
+    "col7x1": (1, 2, 7, 1, 3, 1, "contig", dict(tile=2, chunk_tiles=2, block_d=4)),
+    "perm5x4_N16_one_chunk": (1, 4, 5, 4, 16, 3, "perm", dict(tile=8, block_d=4)),
+    "square4x4_exact_tiles": (1, 2, 4, 4, 4, 2, "contig", dict(tile=4, chunk_tiles=3, block_d=2)),
+}
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("case", list(TRITON_CASES))
+def test_triton_matches_float64_reference(device, case):
+    Bn, D, P, Q, N, R, layout, cfg = TRITON_CASES[case]
+    if device == "cuda":
+        Bn, D, P, Q = 2, D * 16, P * 4, Q * 4
+    tc.cs_check(device, tc.cs_inputs(device, Bn, D, P, Q, N, R, layout), cfg)
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("chunk_tiles", [0, 1], ids=["one_launch_4dirs", "chunked_2families"])
+@pytest.mark.parametrize("direction", [0, 1, 2, 3])
+def test_triton_each_direction_alone(device, direction, chunk_tiles):
+    """Only direction k has non-zero projections: a wrong traversal cannot hide in the sum.
+    Both accumulation modes: one chunk (one launch, four directions in sequence) and
+    several chunks (one launch per family)."""
+    shape = (1, 3, 2, 3) if device == "cpu" else (2, 32, 12, 20)
+    args = tc.cs_inputs(device, *shape, 4, 2, "contig", seed=10 + direction, only_direction=direction)
+    tc.cs_check(device, args, dict(tile=4, chunk_tiles=chunk_tiles, block_d=4, bwd_sub=1))
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+def test_triton_backward_is_deterministic(device):
+    shape = (1, 5, 3, 4) if device == "cpu" else (2, 64, 16, 16)
+    args = tc.cs_inputs(device, *shape, 4, 2, "contig", seed=7)
+    runs = []
+    for _ in range(2):
+        with tc.plan(device, dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)):
+            y = cross_scan_selective_scan(*args, backend="triton")
+            runs.append((y,) + torch.autograd.grad(y.square().sum(), args))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_triton_matches_cpu_backend():
+    args = tc.cs_inputs("cpu", 2, 3, 3, 5, 4, 2, "perm", seed=4)
+    gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(2))
+    with scan_config(poison=True, tile=4, chunk_tiles=2, block_d=2):
+        y = cross_scan_selective_scan(*args, backend="triton")
+        grads = torch.autograd.grad((y * gy).sum(), args)
+    y_cpu = cross_scan_selective_scan(*args, backend="cpu")
+    g_cpu = torch.autograd.grad((y_cpu * gy).sum(), args)
+    assert_close(y, y_cpu, *out_tol(torch.float32), "y vs cpu")
+    for got, want in zip(grads, g_cpu):
+        assert_close(got, want, *du_tol(torch.float32), "grad vs cpu")
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("chunk_tiles", [1, 0])
+def test_triton_inference_forward_skips_checkpoints(device, chunk_tiles):
+    """Under no_grad no checkpoint is stored (need_ck=False) and the output is unchanged,
+    with several chunks (checkpoint buffer used as scratch) and with one."""
+    cs = tc.cs_inputs(device, 1, 3, 2, 5, 4, 2, "contig", seed=9)
+    cfg = dict(tile=4, chunk_tiles=chunk_tiles, block_d=4)
+    with tc.plan(device, cfg):
+        y = cross_scan_selective_scan(*cs, backend="triton")
+        with torch.no_grad():
+            y_i = cross_scan_selective_scan(*cs, backend="triton")
+            ck_cs = torch.ops.hands3c.cross_scan_fwd_triton(*cs, 4, chunk_tiles, 4, False)[2]
+    assert torch.equal(y, y_i)
+    assert ck_cs.numel() == 0
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("name", ["fwd", "bwd"])
+def test_triton_opcheck(device, name):
+    """torch.library.opcheck of hands3c::cross_scan_{fwd,bwd}_triton."""
+    cs = tc.cs_inputs(device, 1, 2, 2, 3, 2, 1, "contig", seed=12)
+    ops_ = torch.ops.hands3c
+    with torch.no_grad():
+        y, dbl, cck = ops_.cross_scan_fwd_triton(*cs, 4, 1, 2, True)
+    nog = [t.detach() for t in cs]
+    if name == "fwd":
+        torch.library.opcheck(ops_.cross_scan_fwd_triton.default, (*cs, 4, 1, 2, True))
+    else:
+        torch.library.opcheck(ops_.cross_scan_bwd_triton.default, (torch.randn_like(y), *nog, dbl, cck, 4, 1, 2, 1))
+
+# ---- CUDA kernels at GPU sizes (backend="cuda") ---------------------------------------------------
+
+CUDA_CASES = [
+    cp.CSCase(2, 64, 32, 32, 16, 4),                          # the spatial branch's plane
+    cp.CSCase(1, 48, 7, 9, 4, 3),
+    cp.CSCase(1, 32, 1, 300, 1, 2),                           # one row
+    cp.CSCase(2, 16, 257, 1, 16, 4, target_threads=10**6),     # one column, segmented
+    cp.CSCase(1, 32, 128, 32, 16, 16, layout="channel"),      # channel branch layout, L = 4096
+    cp.CSCase(1, 28, 512, 28, 16, 16, layout="channel"),      # FreiHAND channel branch, L = 14336
+    cp.CSCase(1, 32, 512, 32, 16, 16, layout="channel"),      # HO3D channel branch, L = 16384
+    cp.CSCase(1, 96, 16, 16, 16, 6, dtype=torch.bfloat16, layout="transposed", target_threads=1),
+    cp.CSCase(1, 20, 10, 13, 64, 2),                          # generic kernel
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES])
+def test_cross_scan_cuda(cuda_env, case):
+    cp.set_target(cuda_env, case.target_threads)
+    inp = cp.cs_inputs(case)
+    got = cp.cs_run_api(case, inp, device="cuda")
+    ref = cp.cs_reference(case, inp, device="cuda")
+    cp.cs_compare(case, got, ref, tag=case.id())
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES[:2]])
+def test_cross_scan_cuda_vs_published_path(cuda_env, case):
+    """Against the published composition with mamba-ssm's CUDA scan, when it is installed."""
+    if reference.mamba_selective_scan_cuda_fn() is None:
+        pytest.skip("mamba-ssm's compiled selective_scan_fn (selective_scan_cuda) is not installed")
+    inp = cp.cs_inputs(case)
+    out, _ = cp.cs_run_api(case, inp, device="cuda")
+    args = [inp[k].cuda() for k in cp.CS_GRAD_NAMES]
+    ref = reference.cross_scan_selective_scan_ref(args[0].float(), *args[1:])
+    r, a = cp.TOL[torch.float32]
+    cp.assert_close(out, ref.cpu(), r, a, "vs published path")

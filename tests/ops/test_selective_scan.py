@@ -1,15 +1,16 @@
-"""selective_scan_fn: the C++ kernels against the float64 reference and mamba-ssm's selective_scan_ref.
+"""selective_scan_fn on every backend, against the float64 reference and mamba-ssm.
 
-Outputs and every gradient (u, delta, A, B, C, D, z, delta_bias, and through last_state) are
-compared with SPEC §4 tolerances.  The same parametrisation runs the "cuda" backend on a GPU;
-those cases skip with the reason given in conftest.py when no GPU is present.
+Sections: the C++ CPU kernels (and the "cuda" backend on a GPU through the same
+parametrisation), the Triton kernels (CPU interpreter without a GPU, compiled with one; see
+tests/triton_cases.py), and the CUDA kernels at GPU sizes (tests/cuda_parity.py; skipped with
+the reason given in conftest.py when no GPU is present).  Outputs and every gradient (u, delta,
+A, B, C, D, z, delta_bias, and through last_state) are compared with SPEC §4 tolerances.
 
 Weight gradients (dA, dD, d(delta_bias), and dB/dC of the input-independent (dim, N) form) are
 sums over the batch and all positions; like the other kernel tests they are compared relative to
 their largest element (max(1, max|ref|)), so float32 summation noise in a large sum is not
 mistaken for an error on its smallest terms.
 """
-import os
 
 import pytest
 import torch
@@ -18,7 +19,12 @@ from hypothesis import strategies as st
 
 from conftest import devices_for_test
 from handS3C import ops, reference
+from handS3C.ops import selective_scan_fn
+from handS3C.triton_kernels import scan_config
 from tolerances import TOL, assert_close, dA_tol, ddelta_tol, du_tol, out_tol, weight_tol
+
+import cuda_parity as cp
+import triton_cases as tc
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
@@ -282,29 +288,6 @@ def test_backward_is_deterministic_across_thread_counts(bform, G):
             assert torch.equal(x, y)
 
 
-def test_every_instruction_set_build_agrees(monkeypatch):
-    """The avx512 / avx2 / baseline builds of the kernels (HANDS3C_CPU_ISA) give the same numbers."""
-    isa = torch.ops.hands3c.cpu_isa()
-    builds = {"avx512": ["avx512", "avx2", "baseline"], "avx2": ["avx2", "baseline"]}.get(isa, ["baseline"])
-    inputs = make_inputs(2, 40, 130, 16, bform="group", G=2, seed=11)
-    results = {}
-    for name in builds:
-        monkeypatch.setenv("HANDS3C_CPU_ISA", name)
-        outs, grads = run_case(inputs)
-        results[name] = [outs[0]] + list(grads.values())
-    for name in builds[1:]:
-        for x, y in zip(results[builds[0]], results[name]):
-            scale = max(1.0, y.abs().max().item())
-            assert torch.allclose(x / scale, y / scale, rtol=1e-5, atol=1e-5), name
-
-
-def test_isa_override_rejects_unknown_names(monkeypatch):
-    inputs = make_inputs(1, 2, 3, 1)
-    monkeypatch.setenv("HANDS3C_CPU_ISA", "sse9")
-    with pytest.raises(ValueError, match="HANDS3C_CPU_ISA"):
-        ops.selective_scan_fn(**inputs, backend="cpu")
-
-
 @pytest.mark.filterwarnings("ignore:Input #.* is not a double precision")
 def test_gradcheck_tiny_float32():
     """Finite differences on a tiny case.  The kernel computes in float32 by contract (there is no
@@ -404,3 +387,166 @@ def test_raw_operator_checks_its_arguments():
     out, last, ckpt = torch.ops.hands3c.selective_scan_fwd(*args)
     with pytest.raises(ValueError, match="checkpoints"):
         torch.ops.hands3c.selective_scan_bwd(torch.randn(out.shape), None, *args, ckpt[:, :2])
+
+# ---- Triton (backend="triton") --------------------------------------------------------------------
+
+# name: (batch, dim, L, N, B/C layout, z, D, delta_bias, softplus, dtype, CPU plan)
+#   layout "g<G>" = (batch, G, N, L); "3d" = (batch, N, L); "2d" = (dim, N) per channel.
+TRITON_CASES = {
+    "chunks_masked_channels": (2, 3, 15, 4, "g1", True, True, True, True, torch.float32,
+                               dict(tile=4, chunk_tiles=2, block_d=2)),
+    "groups_subblocks_N16": (1, 6, 13, 16, "g2", False, True, True, True, torch.float32,
+                             dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)),
+    "per_channel_N1_plain": (2, 3, 10, 1, "2d", False, False, False, False, torch.float32,
+                             dict(tile=4, chunk_tiles=2, block_d=4)),
+    "bc3d_one_chunk": (1, 5, 9, 16, "3d", True, True, True, True, torch.float32,
+                       dict(tile=8, block_d=8, bwd_sub=1)),
+    "bf16": (2, 3, 15, 4, "g1", True, True, True, True, torch.bfloat16,
+             dict(tile=4, chunk_tiles=2, block_d=4)),
+    "fp16_3d": (1, 4, 11, 4, "3d", True, True, False, True, torch.float16,
+                dict(tile=4, chunk_tiles=2, block_d=4)),
+    "L1": (1, 3, 1, 2, "g1", True, True, True, True, torch.float32, dict(tile=4, block_d=4)),
+}
+TRITON_GPU_SCALE = {"batch": 2, "dim": 8, "L": 40}
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("case", list(TRITON_CASES))
+def test_triton_matches_float64_reference(device, case):
+    batch, dim, L, N, layout, has_z, has_d, has_db, softplus, dtype, cfg = TRITON_CASES[case]
+    if device == "cuda":
+        batch, dim, L = (max(batch, TRITON_GPU_SCALE["batch"]), dim * TRITON_GPU_SCALE["dim"],
+                         L * TRITON_GPU_SCALE["L"] if L > 1 else 1)
+    args = tc.ss_inputs(device, batch, dim, L, N, layout, has_z, has_d, has_db, dtype)
+    g = torch.Generator().manual_seed(1)
+    gy = torch.randn(batch, dim, L, generator=g, dtype=torch.float64).to(device)
+    gl = torch.randn(batch, dim, N, generator=g, dtype=torch.float64).to(device)
+    with tc.plan(device, cfg):
+        out, last, grads = tc.ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="triton"), args,
+                                   softplus, gy, gl)
+    ref_args = [tc.leaf64(a) for a in args]
+    r_out, r_last, r_grads = tc.ss_run(reference.selective_scan_ref64, ref_args, softplus, gy, gl)
+
+    assert out.dtype == dtype and last.dtype == torch.float32
+    rt, at = out_tol(dtype)
+    assert_close(out, r_out, rt, at, "out")
+    assert_close(last, r_last, rt, at, "last_state")
+    names = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
+    tols = {"du": du_tol(dtype), "ddelta": ddelta_tol(dtype), "dA": dA_tol(dtype, has_z),
+            "dz": du_tol(dtype)}
+    present = [n for n, a in zip(names, args) if a is not None]
+    for name, got, want, arg in zip(present, grads, r_grads, [a for a in args if a is not None]):
+        assert got.shape == arg.shape and got.dtype == arg.dtype, name
+        r, a = tols.get(name, weight_tol(dtype, has_z))
+        if arg.dtype != torch.float32:  # half-precision gradients are rounded to their dtype
+            r, a = max(r, out_tol(arg.dtype)[0] * 2), max(a, out_tol(arg.dtype)[1] * 2)
+        assert_close(got, want, r, a, name)
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+def test_triton_last_state_only_gradient(device):
+    """Gradient flowing in only through last_state (dout is zero), across chunks."""
+    args = tc.ss_inputs(device, 1, 3, 11, 4, "g1", False, True, True, torch.float32, seed=3)
+    with tc.plan(device, dict(tile=4, chunk_tiles=1, block_d=4)):
+        _, last = selective_scan_fn(*args, delta_softplus=True, return_last_state=True, backend="triton")
+        grads = torch.autograd.grad(last.square().sum(), [a for a in args if a is not None])
+    ref_args = [tc.leaf64(a) for a in args]
+    _, r_last = reference.selective_scan_ref64(*ref_args, delta_softplus=True, return_last_state=True)
+    r_grads = torch.autograd.grad(r_last.square().sum(), [a for a in ref_args if a is not None], allow_unused=True)
+    for got, want in zip(grads, r_grads):
+        want = torch.zeros_like(got, dtype=torch.float64) if want is None else want  # C: unused by last_state
+        assert_close(got, want, 2e-3, 4e-3, "grad via last_state")
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+def test_triton_backward_is_deterministic(device):
+    args = tc.ss_inputs(device, 2, 6, 13, 4, "g2", True, True, True, torch.float32, seed=5)
+    runs = []
+    for _ in range(2):
+        with tc.plan(device, dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)):
+            out = selective_scan_fn(*args, delta_softplus=True, backend="triton")
+            runs.append(torch.autograd.grad(out.square().sum(), [a for a in args if a is not None]))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_triton_matches_cpu_backend():
+    args = tc.ss_inputs("cpu", 2, 3, 15, 4, "g1", True, True, True, torch.float32, seed=6)
+    g = torch.Generator().manual_seed(2)
+    gy, gl = torch.randn(2, 3, 15, generator=g), torch.randn(2, 3, 4, generator=g)
+    with scan_config(poison=True, tile=4, chunk_tiles=2, block_d=2):
+        out, last, grads = tc.ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="triton"), args, True, gy, gl)
+    out_c, last_c, grads_c = tc.ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="cpu"), args, True, gy, gl)
+    assert_close(out, out_c, *out_tol(torch.float32), "out vs cpu")
+    assert_close(last, last_c, *out_tol(torch.float32), "last_state vs cpu")
+    for got, want in zip(grads, grads_c):
+        assert_close(got, want, *ddelta_tol(torch.float32), "grad vs cpu")
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("chunk_tiles", [1, 0])
+def test_triton_inference_forward_skips_checkpoints(device, chunk_tiles):
+    """Under no_grad no checkpoint is stored (need_ck=False) and the outputs are unchanged,
+    with several chunks (checkpoint buffer used as scratch) and with one."""
+    ss = tc.ss_inputs(device, 1, 3, 11, 4, "g1", True, True, True, torch.float32, seed=8)
+    cfg = dict(tile=4, chunk_tiles=chunk_tiles, block_d=4)
+    with tc.plan(device, cfg):
+        out, last = selective_scan_fn(*ss, delta_softplus=True, return_last_state=True, backend="triton")
+        with torch.no_grad():
+            out_i, last_i = selective_scan_fn(*ss, delta_softplus=True, return_last_state=True, backend="triton")
+            ck_ss = torch.ops.hands3c.selective_scan_fwd_triton(*ss, True, 4, chunk_tiles, 4, False)[2]
+    assert torch.equal(out, out_i) and torch.equal(last, last_i)
+    assert ck_ss.numel() == 0
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("name", ["fwd", "bwd"])
+def test_triton_opcheck(device, name):
+    """torch.library.opcheck of hands3c::selective_scan_{fwd,bwd}_triton (schema, autograd
+    registration, fake kernel, AOT dispatch)."""
+    ss = tc.ss_inputs(device, 1, 3, 6, 2, "g1", True, True, True, torch.float32, seed=11)
+    ops_ = torch.ops.hands3c
+    with torch.no_grad():
+        out, last, ck = ops_.selective_scan_fwd_triton(*ss, True, 4, 1, 2, True)
+    nog = [t.detach() if isinstance(t, torch.Tensor) else t for t in ss]
+    if name == "fwd":
+        torch.library.opcheck(ops_.selective_scan_fwd_triton.default, (*ss, True, 4, 1, 2, True))
+    else:
+        torch.library.opcheck(ops_.selective_scan_bwd_triton.default,
+                              (torch.randn_like(out), torch.randn_like(last), *nog, True, ck, 4, 1, 2, 1))
+
+# ---- CUDA kernels at GPU sizes (backend="cuda") ---------------------------------------------------
+
+CUDA_CASES = [
+    cp.SSCase(2, 64, 1000, 16),
+    cp.SSCase(1, 48, 65, 4, dtype=torch.float16),
+    cp.SSCase(2, 128, 777, 16, dtype=torch.bfloat16, groups_b=2, groups_c=4),
+    cp.SSCase(1, 32, 2048, 1, bc="3d", has_D=False, has_z=False, dlast=False),
+    cp.SSCase(2, 40, 300, 8, bc="2d", softplus=False),
+    cp.SSCase(1, 16, 16384, 16, target_threads=None),                   # long: chunked with a carry pass
+    cp.SSCase(1, 64, 4096, 16, dtype=torch.float16, target_threads=1),  # one segment, one block per tile
+    cp.SSCase(2, 24, 500, 64, bc="3d"),                                # generic kernel (N up to 64)
+    cp.SSCase(1, 33, 129, 12, dtype=torch.bfloat16, bc_dtype=torch.bfloat16, groups_b=3, groups_c=1),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES])
+def test_selective_scan_cuda(cuda_env, case):
+    cp.set_target(cuda_env, case.target_threads)
+    inp = cp.ss_inputs(case)
+    got = cp.ss_run_api(case, inp, device="cuda")
+    ref = cp.ss_reference(case, inp, device="cuda")
+    cp.ss_compare(case, got, ref, tag=case.id())
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES[:5]])
+def test_selective_scan_cuda_vs_mamba(cuda_env, case):
+    fn = reference.mamba_selective_scan_cuda_fn()
+    if fn is None:
+        pytest.skip("mamba-ssm's compiled selective_scan_fn (selective_scan_cuda) is not installed")
+    if case.bc_dtype is not None or (case.bc == "4d" and case.groups_b != case.groups_c):
+        pytest.skip("mamba-ssm needs B and C of one layout and dtype")
+    inp = cp.ss_inputs(case)
+    ours = cp.ss_run_api(case, inp, device="cuda")
+    theirs = cp.ss_run_api(case, inp, device="cuda", backend="reference")  # mamba's CUDA kernel on CUDA
+    cp.ss_compare(case, ours, theirs, tag="vs mamba " + case.id())

@@ -1,10 +1,19 @@
-"""s3c_merge: LayerNorm(y_spatial + y_channel) * SiLU(z), fused, against the reference."""
+"""s3c_merge: LayerNorm(y_spatial + y_channel) * SiLU(z), fused, on every backend, against the reference.
+
+Sections: the C++ CPU kernel (the same parametrisation runs the "cuda" backend on a GPU), the
+Triton kernel (see tests/triton_cases.py) and the CUDA kernel at GPU sizes (tests/cuda_parity.py).
+"""
 import pytest
 import torch
 
 from conftest import devices_for_test
 from handS3C import ops, reference
+from handS3C.ops import s3c_merge
+from handS3C.triton_kernels import scan_config
 from tolerances import assert_close, out_tol, weight_tol
+
+import cuda_parity as cp
+import triton_cases as tc
 
 SHAPES = [(3, 1), (2, 5, 7), (2, 4, 6, 64), (1, 9, 7, 33), (2, 3, 20, 24), (2, 32, 32, 512)]
 
@@ -120,3 +129,82 @@ def test_strided_views_forward_and_backward(zdtype):
         tol = out_tol(zdtype) if name == "z" else weight_tol(torch.float32)
         assert_close(a.float() / scale, e / scale, *tol, f"d{name}")
     assert (got[0][..., 1::2] == 0).all()  # rows the slice skipped get no gradient
+
+# ---- Triton (backend="triton") --------------------------------------------------------------------
+
+# (source shape, permutation giving (..., C), z dtype)
+TRITON_CASES = {
+    "nchw_view_f32": ((2, 6, 3, 5), (0, 2, 3, 1), torch.float32),
+    "nchw_view_bf16_gate": ((2, 6, 3, 5), (0, 2, 3, 1), torch.bfloat16),
+    "rows_2d": ((7, 5), (0, 1), torch.float32),
+    "five_dims": ((2, 3, 4, 5, 6), (0, 4, 2, 1, 3), torch.float32),
+}
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("case", list(TRITON_CASES))
+def test_triton_matches_float64_reference(device, case):
+    src, perm, zdt = TRITON_CASES[case]
+    if device == "cuda":
+        src = tuple(s * 4 for s in src)
+    args = tc.merge_inputs(device, src, perm, zdt)
+    gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
+    with scan_config(poison=True):
+        out = s3c_merge(*args, backend="triton")
+        grads = torch.autograd.grad((out.double() * gy).sum(), args)
+    ref_args = [tc.leaf64(a) for a in args]
+    r_out = reference.s3c_merge_ref(*ref_args)
+    r_grads = torch.autograd.grad((r_out * gy).sum(), ref_args)
+    assert out.dtype == torch.float32 and out.shape == args[0].shape
+    assert_close(out, r_out, *out_tol(torch.float32), "out")
+    for name, got, want, arg in zip(["dy_spatial", "dy_channel", "dz", "dweight", "dbias"], grads, r_grads, args):
+        assert got.dtype == arg.dtype, name
+        tol = out_tol(arg.dtype) if arg.dtype != torch.float32 else weight_tol(torch.float32)
+        assert_close(got, want, *tol, name)
+
+
+def test_triton_matches_cpu_backend():
+    args = tc.merge_inputs("cpu", (2, 6, 3, 5), (0, 2, 3, 1), torch.float32, seed=3)
+    gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(2))
+    with scan_config(poison=True):
+        out = s3c_merge(*args, backend="triton")
+        grads = torch.autograd.grad((out * gy).sum(), args)
+    out_cpu = s3c_merge(*args, backend="cpu")
+    g_cpu = torch.autograd.grad((out_cpu * gy).sum(), args)
+    assert_close(out, out_cpu, *out_tol(torch.float32), "out vs cpu")
+    for got, want in zip(grads, g_cpu):
+        assert_close(got, want, *weight_tol(torch.float32), "grad vs cpu")
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("name", ["fwd", "bwd"])
+def test_triton_opcheck(device, name):
+    """torch.library.opcheck of hands3c::s3c_merge_{fwd,bwd}_triton."""
+    mg = tc.merge_inputs(device, (2, 5, 3), (0, 2, 1), torch.float32, seed=13)
+    ops_ = torch.ops.hands3c
+    with torch.no_grad():
+        mo, mean, rstd = ops_.s3c_merge_fwd_triton(*mg, 1e-5)
+    nog = [t.detach() for t in mg]
+    if name == "fwd":
+        torch.library.opcheck(ops_.s3c_merge_fwd_triton.default, (*mg, 1e-5))
+    else:
+        torch.library.opcheck(ops_.s3c_merge_bwd_triton.default, (torch.randn_like(mo), *nog, mean, rstd))
+
+# ---- CUDA kernel at GPU sizes (backend="cuda") ----------------------------------------------------
+
+CUDA_CASES = [
+    cp.MergeCase((2, 32, 32, 512), permuted=True),
+    cp.MergeCase((3, 7, 100)),
+    cp.MergeCase((1000, 64), zdtype=torch.bfloat16),
+    cp.MergeCase((5, 2000), zdtype=torch.float16),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES])
+def test_merge_cuda(cuda_env, case):
+    inp = cp.merge_inputs(case)
+    leaves = {k: cp._leaf(inp[k], "cuda") for k in cp.MERGE_GRAD_NAMES}
+    out = s3c_merge(*(leaves[k] for k in cp.MERGE_GRAD_NAMES), backend="cuda")
+    out.backward(inp["dout"].cuda())
+    got = (out.detach().cpu(), {k: leaves[k].grad.cpu() for k in cp.MERGE_GRAD_NAMES})
+    cp.merge_compare(case, got, cp.merge_reference(case, inp), tag=case.id())
