@@ -87,6 +87,7 @@ class FreiHAND(HandDataset):
 
     Args:
         versions: training image versions to use (0 gs, 1 hom, 2 sample, 3 auto).
+        load_verts: read ``{split}_verts.json`` (default: evaluation only; the training file is huge).
     """
 
     name = "FreiHAND"
@@ -95,7 +96,8 @@ class FreiHAND(HandDataset):
               "evaluation_mano.json], images evaluation/rgb/%08d.jpg")
 
     def __init__(self, root, split: str = "train", input_size: int = 224, augment: bool = False, seed: int = 0,
-                 skip_bad: bool = False, versions=(0, 1, 2, 3), fast_decode: bool = True):
+                 skip_bad: bool = False, versions=(0, 1, 2, 3), fast_decode: bool = True,
+                 load_verts: Optional[bool] = None):
         root = os.fspath(root)
         if split not in ("train", "training", "evaluation"):
             raise ValueError(f"FreiHAND: split must be 'train' or 'evaluation', got {split!r}")
@@ -104,7 +106,12 @@ class FreiHAND(HandDataset):
         img_dir = check_dir(os.path.join(root, pre, "rgb"), self.name, self.LAYOUT)
         Ks = _load_json(check_file(os.path.join(root, f"{pre}_K.json"), self.name, self.LAYOUT), self.name)
         lists = {"K": (os.path.join(root, f"{pre}_K.json"), Ks)}
-        for key, required in (("xyz", pre == "training"), ("mano", pre == "training"), ("verts", False)):
+        if load_verts is None:
+            # the full training_verts.json is ~32k x 778 x 3 numbers (gigabytes as parsed JSON); training
+            # targets come from the MANO layer anyway (SPEC §1), so only the evaluation split reads them
+            load_verts = pre == "evaluation"
+        keys = (("xyz", pre == "training"), ("mano", pre == "training")) + ((("verts", False),) if load_verts else ())
+        for key, required in keys:
             path = os.path.join(root, f"{pre}_{key}.json")
             if required:
                 check_file(path, self.name, self.LAYOUT)
@@ -125,6 +132,7 @@ class FreiHAND(HandDataset):
         self.num_unique = n
         parser = _Parser(self.name, skip_bad)
         width = height = None
+        cache = {}   # one set of arrays per unique sample, shared by its four image versions
         for i, (s, v, f) in enumerate(files):
             if width is None and os.path.isfile(f):
                 # the real set is 224 x 224; read the size from the first file's header once
@@ -134,11 +142,19 @@ class FreiHAND(HandDataset):
                         width, height = pim.size
                 except OSError:
                     pass
-            parser.add(i, f, lambda s=s, f=f: self._record(s, f, lists, width or 224, height or 224))
+            parser.add(i, f, lambda s=s, f=f: self._record(s, f, lists, width or 224, height or 224, cache))
         super().__init__(parser.records, input_size, augment, seed, skip_bad, fast_decode=fast_decode)
         _finish(self, parser)
 
-    def _record(self, s, f, lists, width, height):
+    def _record(self, s, f, lists, width, height, cache):
+        if s in cache:
+            proto = cache[s]
+            return Record(file=f, K=proto.K, width=width, height=height, joints3d=proto.joints3d, pose=proto.pose,
+                          shape=proto.shape, verts=proto.verts, whole_image=True, source=proto.source)
+        cache[s] = rec = self._parse_sample(s, f, lists, width, height)
+        return rec
+
+    def _parse_sample(self, s, f, lists, width, height):
         src = lists["K"][0]
         K = _arr(lists["K"][1][s], (3, 3), "K", self.name, s, src)
         rec = Record(file=f, K=K, width=width, height=height, whole_image=True, source=src)
@@ -149,7 +165,8 @@ class FreiHAND(HandDataset):
                      lists["mano"][0])
             rec.pose, rec.shape = m[:48].copy(), m[48:58].copy()
         if "verts" in lists:
-            rec.verts = _arr(lists["verts"][1][s], (778, 3), "verts", self.name, s, lists["verts"][0])
+            rec.verts = _arr(lists["verts"][1][s], (778, 3), "verts", self.name, s,
+                             lists["verts"][0]).astype(np.float32)
         return rec
 
 

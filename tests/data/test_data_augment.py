@@ -88,8 +88,8 @@ def test_augmented_image_matches_its_geometry(synth):
     root, summary = synth("freihand")
     from handS3C.model.mano import ManoLayer
     faces = ManoLayer(summary["mano_model_path"]).th_faces.numpy()
-    plain = FreiHAND(root, "train", input_size=96, versions=(0,))
-    ds = FreiHAND(root, "train", input_size=64, augment=True, seed=11, versions=(0,))
+    plain = FreiHAND(root, "train", input_size=96, versions=(0,), load_verts=True)
+    ds = FreiHAND(root, "train", input_size=64, augment=True, seed=11, versions=(0,), load_verts=True)
     checked = 0
     for e, i, s in _samples(ds, epochs=2):
         p = plain[i]
