@@ -102,3 +102,21 @@ def merge_inputs(device, src, perm, zdt, seed=0):
     w = (1 + 0.5 * torch.randn(C, generator=g)).to(device).requires_grad_()
     b = (0.5 * torch.randn(C, generator=g)).to(device).requires_grad_()
     return [ys, yc, z, w, b]
+
+
+def opcheck(op, name, fwd_args, bwd_args):
+    """torch.library.opcheck (schema, autograd registration, fake kernel, AOT dispatch) of
+    ``hands3c::<op>_fwd_triton`` (``name="fwd"``) or of ``_bwd_triton``, whose arguments
+    ``bwd_args(forward outputs)`` builds from a no-grad forward run on ``fwd_args``."""
+    ops = torch.ops.hands3c
+    fwd, bwd = getattr(ops, f"{op}_fwd_triton"), getattr(ops, f"{op}_bwd_triton")
+    if name == "fwd":
+        torch.library.opcheck(fwd.default, tuple(fwd_args))
+        return
+    with torch.no_grad():
+        outs = fwd(*fwd_args)
+    torch.library.opcheck(bwd.default, tuple(bwd_args(outs)))
+
+
+def detached(ts):
+    return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]

@@ -224,6 +224,7 @@ def test_auto_backend_on_gpu_matches_cpu():
     gpu = ops.cross_scan_selective_scan(*[a.cuda() for a in args])
     assert_close(gpu.cpu(), cpu, *out_tol(F32), "auto on cuda vs cpu")
 
+
 # ---- Triton (backend="triton") --------------------------------------------------------------------
 
 # name: (B, D, P, Q, N, R, u layout, CPU plan); "perm" = the channel branch's permuted view
@@ -304,14 +305,9 @@ def test_triton_inference_forward_skips_checkpoints(device, chunk_tiles):
 def test_triton_opcheck(device, name):
     """torch.library.opcheck of hands3c::cross_scan_{fwd,bwd}_triton."""
     cs = tc.cs_inputs(device, 1, 2, 2, 3, 2, 1, "contig", seed=12)
-    ops_ = torch.ops.hands3c
-    with torch.no_grad():
-        y, dbl, cck = ops_.cross_scan_fwd_triton(*cs, 4, 1, 2, True)
-    nog = [t.detach() for t in cs]
-    if name == "fwd":
-        torch.library.opcheck(ops_.cross_scan_fwd_triton.default, (*cs, 4, 1, 2, True))
-    else:
-        torch.library.opcheck(ops_.cross_scan_bwd_triton.default, (torch.randn_like(y), *nog, dbl, cck, 4, 1, 2, 1))
+    tc.opcheck("cross_scan", name, (*cs, 4, 1, 2, True),
+               lambda o: (torch.randn_like(o[0]), *tc.detached(cs), o[1], o[2], 4, 1, 2, 1))
+
 
 # ---- CUDA kernels at GPU sizes (backend="cuda") ---------------------------------------------------
 

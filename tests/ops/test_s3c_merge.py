@@ -130,6 +130,7 @@ def test_strided_views_forward_and_backward(zdtype):
         assert_close(a.float() / scale, e / scale, *tol, f"d{name}")
     assert (got[0][..., 1::2] == 0).all()  # rows the slice skipped get no gradient
 
+
 # ---- Triton (backend="triton") --------------------------------------------------------------------
 
 # (source shape, permutation giving (..., C), z dtype)
@@ -181,14 +182,8 @@ def test_triton_matches_cpu_backend():
 def test_triton_opcheck(device, name):
     """torch.library.opcheck of hands3c::s3c_merge_{fwd,bwd}_triton."""
     mg = tc.merge_inputs(device, (2, 5, 3), (0, 2, 1), torch.float32, seed=13)
-    ops_ = torch.ops.hands3c
-    with torch.no_grad():
-        mo, mean, rstd = ops_.s3c_merge_fwd_triton(*mg, 1e-5)
-    nog = [t.detach() for t in mg]
-    if name == "fwd":
-        torch.library.opcheck(ops_.s3c_merge_fwd_triton.default, (*mg, 1e-5))
-    else:
-        torch.library.opcheck(ops_.s3c_merge_bwd_triton.default, (torch.randn_like(mo), *nog, mean, rstd))
+    tc.opcheck("s3c_merge", name, (*mg, 1e-5), lambda o: (torch.randn_like(o[0]), *tc.detached(mg), o[1], o[2]))
+
 
 # ---- CUDA kernel at GPU sizes (backend="cuda") ----------------------------------------------------
 

@@ -388,6 +388,7 @@ def test_raw_operator_checks_its_arguments():
     with pytest.raises(ValueError, match="checkpoints"):
         torch.ops.hands3c.selective_scan_bwd(torch.randn(out.shape), None, *args, ckpt[:, :2])
 
+
 # ---- Triton (backend="triton") --------------------------------------------------------------------
 
 # name: (batch, dim, L, N, B/C layout, z, D, delta_bias, softplus, dtype, CPU plan)
@@ -502,18 +503,11 @@ def test_triton_inference_forward_skips_checkpoints(device, chunk_tiles):
 @pytest.mark.parametrize("device", devices_for_test())
 @pytest.mark.parametrize("name", ["fwd", "bwd"])
 def test_triton_opcheck(device, name):
-    """torch.library.opcheck of hands3c::selective_scan_{fwd,bwd}_triton (schema, autograd
-    registration, fake kernel, AOT dispatch)."""
+    """torch.library.opcheck of hands3c::selective_scan_{fwd,bwd}_triton."""
     ss = tc.ss_inputs(device, 1, 3, 6, 2, "g1", True, True, True, torch.float32, seed=11)
-    ops_ = torch.ops.hands3c
-    with torch.no_grad():
-        out, last, ck = ops_.selective_scan_fwd_triton(*ss, True, 4, 1, 2, True)
-    nog = [t.detach() if isinstance(t, torch.Tensor) else t for t in ss]
-    if name == "fwd":
-        torch.library.opcheck(ops_.selective_scan_fwd_triton.default, (*ss, True, 4, 1, 2, True))
-    else:
-        torch.library.opcheck(ops_.selective_scan_bwd_triton.default,
-                              (torch.randn_like(out), torch.randn_like(last), *nog, True, ck, 4, 1, 2, 1))
+    tc.opcheck("selective_scan", name, (*ss, True, 4, 1, 2, True),
+               lambda o: (torch.randn_like(o[0]), torch.randn_like(o[1]), *tc.detached(ss), True, o[2], 4, 1, 2, 1))
+
 
 # ---- CUDA kernels at GPU sizes (backend="cuda") ---------------------------------------------------
 
