@@ -51,8 +51,8 @@ NO_AUGMENTATION = AugParams()
 def sample_augmentation(seed: int, epoch: int, index: int) -> AugParams:
     """The published recipe's random draws for one sample, from ``default_rng((seed, epoch, index))``."""
     rng = np.random.default_rng((int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, int(index) & 0xFFFFFFFF))
-    scale = 1.0 + SCALE_FACTOR * float(np.clip(rng.standard_normal(), -1.0, 1.0))
-    r = float(np.clip(rng.standard_normal(), -2.0, 2.0)) * ROT_FACTOR_DEG
+    scale = 1.0 + SCALE_FACTOR * min(max(float(rng.standard_normal()), -1.0), 1.0)
+    r = min(max(float(rng.standard_normal()), -2.0), 2.0) * ROT_FACTOR_DEG
     rot = r if rng.random() <= ROT_PROB else 0.0
     color = tuple(float(c) for c in rng.uniform(1.0 - COLOR_FACTOR, 1.0 + COLOR_FACTOR, size=3))
     return AugParams(scale, rot, color)

@@ -201,8 +201,9 @@ class HandDataset(Dataset):
         # M maps file pixels to crop pixels; in the sample's (mirrored) frame the affine is M_s
         M_s = M @ np.array([[-1.0, 0, rec.width - 1.0], [0, 1, 0], [0, 0, 1]]) if rec.flip else M
         img = self._crop_image(rec, M, S, side, p)
-        M3 = np.vstack([M_s, [0.0, 0.0, 1.0]])
-        K_crop = M3 @ rec.K @ Rz.T
+        M3 = np.array([M_s[0], M_s[1], (0.0, 0.0, 1.0)])
+        rotated = p.rot_deg != 0.0
+        K_crop = M3 @ rec.K @ Rz.T if rotated else M3 @ rec.K
         out = {"image": torch.from_numpy(img)}
 
         z3 = np.zeros((21, 3))
@@ -215,7 +216,7 @@ class HandDataset(Dataset):
         else:
             j2 = np.zeros((21, 2))
         has_mano = rec.pose is not None and rec.shape is not None
-        pose = aug.rotate_root_pose(rec.pose, Rz) if has_mano else np.zeros(48)
+        pose = (aug.rotate_root_pose(rec.pose, Rz) if rotated else rec.pose) if has_mano else np.zeros(48)
         shape = rec.shape if has_mano else np.zeros(10)
         has_v = rec.verts is not None
         verts = rec.verts @ Rz.T if has_v else np.zeros((778, 3))
@@ -225,7 +226,10 @@ class HandDataset(Dataset):
             root = rec.root @ Rz.T
         else:
             root = np.zeros(3)
-        inv = np.linalg.inv(np.vstack([M, [0.0, 0.0, 1.0]]))[:2]
+        A = M[:, :2]
+        det = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
+        Ai = np.array([[A[1, 1], -A[0, 1]], [-A[1, 0], A[0, 0]]]) / det
+        inv = np.concatenate([Ai, -(Ai @ M[:, 2])[:, None]], axis=1)     # crop pixel -> file pixel
         f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
         out.update({
             "pose": f32(pose), "shape": f32(shape), "joints2d": f32(j2 / S), "joints3d": f32(j3), "root": f32(root),
