@@ -233,3 +233,21 @@ def test_build_dataset_defaults_and_errors(synth):
         build_dataset("coco", root, "test")
     with pytest.raises(ValueError, match="split"):
         DexYCB(root, "evaluation")
+
+
+def test_ho3d_official_png_frames(synth, tmp_path):
+    """HO3D v2 ships PNG frames: the reader takes <id>.png when there is no <id>.jpg."""
+    import shutil
+    root, summary = synth("ho3d-official")
+    copy = tmp_path / "ho3d_v2"
+    shutil.copytree(root, copy)
+    seq, fid = open(copy / "train.txt").read().split()[0].split("/")
+    jpg = copy / "train" / seq / "rgb" / (fid + ".jpg")
+    img = cv2.imread(str(jpg))
+    cv2.imwrite(str(jpg)[:-4] + ".png", img)
+    os.remove(jpg)
+    ds = HO3D(str(copy), "train", input_size=64, mano_model_path=summary["mano_model_path"])
+    ref = HO3D(root, "train", input_size=64, mano_model_path=summary["mano_model_path"], fast_decode=False)
+    s = ds[0]
+    assert s["file"].endswith(".png")
+    assert (s["image"] - ref[0]["image"]).abs().max() < 2 / 255   # the same pixels (PNG of the decoded JPEG)
