@@ -50,7 +50,9 @@ struct DeviceGuard {
 };
 inline void* current_stream(const Tensor&) { return nullptr; }
 inline int device_index(const Tensor&) { return 0; }
-inline const checks::Target kTarget{c10::DeviceType::CPU, "CPU (emulation build)"};
+// constexpr, not inline: an inline variable is one (GNU unique) symbol across every loaded
+// library, so the emulation library would see the CUDA extension's target when both load.
+constexpr checks::Target kTarget{c10::DeviceType::CPU, "CPU (emulation build)"};
 #else
 struct DeviceGuard {
   explicit DeviceGuard(const Tensor& t) : guard(t.device()) {}
@@ -60,7 +62,7 @@ inline void* current_stream(const Tensor& t) {
   return static_cast<void*>(c10::cuda::getCurrentCUDAStream(t.get_device()).stream());
 }
 inline int device_index(const Tensor& t) { return t.get_device(); }
-inline const checks::Target kTarget{c10::DeviceType::CUDA, "CUDA"};
+constexpr checks::Target kTarget{c10::DeviceType::CUDA, "CUDA"};  // constexpr: see above
 #endif
 
 // Argument checks live in hands3c/op_checks.h (shared with the CPU registrations); every

@@ -180,20 +180,21 @@ def test_fast_reference_matches_autograd():
 
 
 def test_binding_errors(emu):
-    """The bindings reject bad configurations with clear messages before any kernel runs."""
+    """The bindings reject bad configurations with clear messages before any kernel runs (the
+    shared checks of csrc/include/hands3c/op_checks.h: ValueError for shapes, TypeError for dtypes)."""
     case = cp.SSCase(1, 2, 8, 4)
     t = cp.ss_inputs(case)
     Bc, Cc = t["B"], t["C"]
-    with pytest.raises(RuntimeError, match="state size N"):
+    with pytest.raises(ValueError, match="state size N"):
         emu.selective_scan_fwd(t["u"], t["delta"], torch.zeros(2, 65), Bc.new_zeros(1, 1, 65, 8),
                                Cc.new_zeros(1, 1, 65, 8), None, None, None, True)
-    with pytest.raises(RuntimeError, match="delta must have u's dtype"):
+    with pytest.raises(TypeError, match="delta must have u's dtype"):
         emu.selective_scan_fwd(t["u"], t["delta"].half(), t["A"], Bc, Cc, None, None, None, True)
-    with pytest.raises(RuntimeError, match="must be float32, float16 or bfloat16"):
+    with pytest.raises(TypeError, match="must be float32, float16 or bfloat16"):
         emu.selective_scan_fwd(t["u"].double(), t["delta"].double(), t["A"], Bc, Cc, None, None, None, True)
     cs = cp.cs_inputs(cp.CSCase(1, 2, 3, 3, 4, 2))
     args = [cs[k] for k in cp.CS_GRAD_NAMES]
-    with pytest.raises(RuntimeError, match="must be in 1..64"):
+    with pytest.raises(ValueError, match="must be in 1..64"):
         emu.cross_scan_fwd(args[0], torch.zeros(4, 2 + 130, 2), args[2], args[3], torch.zeros(8, 65), args[5])
 
 

@@ -34,7 +34,7 @@ def test_cuda_mixed_devices_rejected(dummy):
     with pytest.raises(ValueError, match="one device"):
         selective_scan_fn(dev["u"], dev["delta"], t["A"], dev["B"], dev["C"], backend="cuda")
     # The operator itself (below the Python checks) names the offending tensor.
-    with pytest.raises(RuntimeError, match="A is on cpu"):
+    with pytest.raises(ValueError, match="A is on cpu"):
         torch.ops.hands3c.selective_scan_fwd(dev["u"], dev["delta"], t["A"], dev["B"], dev["C"], None, None, None,
                                              True)
 
