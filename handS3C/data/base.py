@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -110,7 +110,7 @@ class HandDataset(Dataset):
         self.records = self._validate(records)
 
     # -- validation ---------------------------------------------------------------------------
-    def _bad(self, i: int, rec: Record, reason: str, kept: list):
+    def _bad(self, i: int, rec: Record, reason: str):
         msg = f"{self.name}: sample {i} ({rec.file}): {reason}"
         if not self.skip_bad:
             raise DatasetError(msg)
@@ -122,10 +122,10 @@ class HandDataset(Dataset):
             bad = [k for k, v in rec.arrays().items() if not np.all(np.isfinite(v))]
             if bad:
                 self._bad(i, rec, f"non-finite (NaN or infinite) annotation values in {bad}"
-                          + (f" of {rec.source}" if rec.source else ""), kept)
+                          + (f" of {rec.source}" if rec.source else ""))
                 continue
             if not os.path.isfile(rec.file):
-                self._bad(i, rec, "image file is missing", kept)
+                self._bad(i, rec, "image file is missing")
                 continue
             kept.append(rec)
         if self.skipped:

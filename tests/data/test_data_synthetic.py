@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from handS3C.data.render import render_mesh
-from handS3C.data.synthetic_mano import synthetic_mano_dict, write_synthetic_mano
+from handS3C.data.synthetic_mano import write_synthetic_mano
 from handS3C.model.mano import FINGERTIP_VERTICES, ManoLayer, load_mano_pickle
 
 
