@@ -33,6 +33,7 @@ states and accumulations are float32.
 Below the kernels: the launch plan (tile, chunks, channel blocks, partial buffers) and the
 operators ``hands3c::selective_scan_{fwd,bwd}_triton`` that run it (see ``_plan``).
 """
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -567,6 +568,11 @@ def selective_scan_bwd_triton(dout: Tensor, dlast: Optional[Tensor], u: Tensor, 
 
 def selective_scan(u, delta, A, Bc, Cc, D, z, delta_bias, delta_softplus: bool):
     """Entry used by :func:`handS3C.ops.selective_scan_fn` (Bc/Cc canonical 4-D views)."""
+    if Bc.shape[1] != Cc.shape[1]:
+        # the kernels index B and C with one group count: repeat both to the finest grouping
+        # (differentiable, so autograd sums the gradients back to the given groups)
+        G = math.lcm(Bc.shape[1], Cc.shape[1])
+        Bc, Cc = Bc.repeat_interleave(G // Bc.shape[1], dim=1), Cc.repeat_interleave(G // Cc.shape[1], dim=1)
     out, last, _ = torch.ops.hands3c.selective_scan_fwd_triton(
         u, delta, A, Bc, Cc, D, z, delta_bias, bool(delta_softplus),
         plan.tile_steps(u.shape[2]), plan.CONFIG["chunk_tiles"], plan.CONFIG["block_d"],

@@ -277,6 +277,13 @@ def _contig(*ts):
     return tuple(None if t is None else t.contiguous() for t in ts)
 
 
+def _same_groups(op, B, C) -> None:
+    """The Triton selective-scan kernels index B and C with one group count (B's)."""
+    if B.shape[1] != C.shape[1]:
+        raise ValueError(f"{op}: B and C must have the same number of groups for the Triton kernels, got "
+                         f"{B.shape[1]} and {C.shape[1]} (repeat the coarser one's groups to the finer count)")
+
+
 def triton_cross_scan_fwd(op, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles,
                           block_d) -> CrossScanDims:
     triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d)
@@ -297,6 +304,7 @@ def triton_selective_scan_fwd(op, u, delta, A, B, C, D, z, delta_bias, tile, chu
     """-> (D, delta_bias) contiguous (or None)."""
     triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d)
     selective_scan_fwd(op, u, delta, A, B, C, D, z, delta_bias)
+    _same_groups(op, B, C)
     return _contig(D, delta_bias)
 
 
@@ -305,6 +313,7 @@ def triton_selective_scan_bwd(op, dout, dlast, u, delta, A, B, C, D, z, delta_bi
     """-> (dout, dlast, D, delta_bias, checkpoints) contiguous (or None)."""
     triton_plan(op, tile=tile, chunk_tiles=chunk_tiles, block_d=block_d, bwd_sub=bwd_sub)
     selective_scan_bwd(op, dout, dlast, u, delta, A, B, C, D, z, delta_bias, checkpoints, ckpt_stride=tile)
+    _same_groups(op, B, C)
     return _contig(dout, dlast, D, delta_bias, checkpoints)
 
 
