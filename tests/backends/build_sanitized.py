@@ -42,15 +42,17 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
 _MARK = "HANDS3C_SANITIZED_CHILD"
 
 
-def _sources():
-    return sorted(glob.glob(os.path.join(REPO, "csrc", "cpu", "*.cpp"))
-                  + glob.glob(os.path.join(REPO, "csrc", "bindings", "*.cpp")))
+def _sources(root=REPO):
+    return sorted(glob.glob(os.path.join(root, "csrc", "cpu", "*.cpp"))
+                  + glob.glob(os.path.join(root, "csrc", "bindings", "*.cpp")))
 
 
-def _ninja_file() -> str:
+def ninja_file(root=REPO, out=OUT, lib=LIB, extra=tuple(SANITIZE), opt="-O1") -> str:
+    """The ninja file that builds ``root``'s CPU extension as ``lib`` (objects under ``out``)
+    with ``extra`` compile/link flags.  tests/seeded_bugs.py uses it without sanitizers."""
     from torch.utils.cpp_extension import include_paths, library_paths
 
-    includes = [os.path.join(REPO, "csrc", "include"), os.path.join(REPO, "csrc"),
+    includes = [os.path.join(root, "csrc", "include"), os.path.join(root, "csrc"),
                 *include_paths(), sysconfig.get_paths()["include"]]
     # build_info.cpp embeds setup.py's record header when one exists; without it the record
     # says "no setup.py record" and the import check has nothing to compare (as for CMake).
@@ -59,10 +61,10 @@ def _ninja_file() -> str:
         includes.append(generated)
     # setup.py's flags (csrc is compiled the same way), at -O1 so the build and the run stay
     # within the CI budget, with debug lines for the sanitizer's stack traces.
-    cflags = (["-O1", "-g", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-fPIC",
+    cflags = ([opt, "-g", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-fPIC",
                "-Wall", "-Wno-unknown-pragmas", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C"]
-              + SANITIZE + [f"-I{p}" for p in includes])
-    ldflags = (["-shared", "-fopenmp"] + SANITIZE + [f"-L{p}" for p in library_paths()]
+              + list(extra) + [f"-I{p}" for p in includes])
+    ldflags = (["-shared", "-fopenmp"] + list(extra) + [f"-L{p}" for p in library_paths()]
                + [f"-Wl,-rpath,{p}" for p in library_paths()] + ["-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"])
     q = lambda items: " ".join(shlex.quote(x) for x in items)
     lines = ["ninja_required_version = 1.3", f"cflags = {q(cflags)}", f"ldflags = {q(ldflags)}", "",
@@ -70,18 +72,18 @@ def _ninja_file() -> str:
              "  deps = gcc", "  description = CXX $in", "",
              "rule link", "  command = c++ $in -o $out $ldflags", "  description = LINK $out", ""]
     objs = []
-    for src in _sources():
-        obj = os.path.join(OUT, "obj", os.path.relpath(src, REPO).replace(os.sep, "_")[:-4] + ".o")
+    for src in _sources(root):
+        obj = os.path.join(out, "obj", os.path.relpath(src, root).replace(os.sep, "_")[:-4] + ".o")
         objs.append(obj)
         lines.append(f"build {obj}: cxx {src}")
-    lines += [f"build {LIB}: link {' '.join(objs)}", f"default {LIB}", ""]
+    lines += [f"build {lib}: link {' '.join(objs)}", f"default {lib}", ""]
     return "\n".join(lines)
 
 
-def build() -> int:
-    os.makedirs(os.path.join(OUT, "obj"), exist_ok=True)
-    path = os.path.join(OUT, "build.ninja")
-    text = _ninja_file()
+def build(root=REPO, out=OUT, lib=LIB, extra=tuple(SANITIZE), opt="-O1") -> int:
+    os.makedirs(os.path.join(out, "obj"), exist_ok=True)
+    path = os.path.join(out, "build.ninja")
+    text = ninja_file(root, out, lib, extra, opt)
     old = open(path).read() if os.path.exists(path) else None
     if old != text:  # keep the mtime when nothing changed (ninja then rebuilds nothing)
         with open(path + ".tmp", "w") as f:
@@ -90,9 +92,9 @@ def build() -> int:
             os.fsync(f.fileno())
         os.replace(path + ".tmp", path)
     ninja = os.path.join(os.path.dirname(sys.executable), "ninja")
-    cmd = [ninja if os.path.exists(ninja) else "ninja", "-C", OUT, "-j", str(os.cpu_count() or 2)]
-    rc = subprocess.call(cmd)
-    if rc == 0:
+    cmd = [ninja if os.path.exists(ninja) else "ninja", "-C", out, "-j", str(os.cpu_count() or 2)]
+    rc = subprocess.call(cmd, stdout=None if out == OUT else subprocess.DEVNULL)
+    if rc == 0 and out == OUT:
         print(f"sanitized CPU extension: {LIB}")
     return rc
 
