@@ -32,6 +32,7 @@ SUITES = {
     "model": "benchmarks.suites:suite_model",
     "deploy": "benchmarks.deploy_bench:suite_deploy",
     "data": "benchmarks.data_bench:suite_data",
+    "train": "benchmarks.train_bench:suite_train",
 }
 
 
