@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -43,10 +43,10 @@ def _check_readable(ep: "torch.export.ExportedProgram") -> None:
         for user in node.users:
             if user.target is operator.getitem and (user.args[1] in allowed or not user.users):
                 continue
-            if True:
-                raise ValueError(f"export_onnx: the graph reads output {user.args[1] if len(user.args) > 1 else '?'} "
-                                 f"of {node.target}, a backward-only by-product the ONNX translation does not compute; "
-                                 "export an inference graph (model.eval(), no gradients)")
+            which = user.args[1] if user.target is operator.getitem else "all"
+            raise ValueError(f"export_onnx: the graph reads output {which} of {node.target}, a backward-only "
+                             "by-product the ONNX translation does not compute; export an inference graph "
+                             "(model.eval(), no gradients)")
 
 
 def _atomic_save(onnx_program, path: str) -> None:

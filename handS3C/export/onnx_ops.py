@@ -252,7 +252,6 @@ def cross_scan_fwd(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
     if None in (D, P, Q):
         raise ValueError(f"ONNX export of cross_scan_fwd needs static D, P, Q (got u shape {u.shape}); "
                          "only the batch may be dynamic")
-    _, Cdim, _ = _static_dims(x_proj_weight, "x_proj_weight")
     R = _static_dims(dt_projs_weight, "dt_projs_weight")[2]
     N = _static_dims(A_logs, "A_logs")[1]
     L = P * Q
