@@ -1,6 +1,7 @@
 // hands3c::selective_scan_fwd / selective_scan_bwd on CPU: argument checks, the shape-only
-// work plan, output allocation, the final fixed-order reductions, and dispatch to the best
-// instruction-set build of the kernels (selective_scan_kernel.h).
+// work plan (with the slice order in which each dB/dC group's partial rows are summed), output
+// allocation, the batch sums of dA/dD/d(delta_bias), and dispatch to the best instruction-set
+// build of the kernels (selective_scan_kernel.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -118,6 +119,7 @@ void check_args(const char* op, const at::Tensor& u, const at::Tensor& delta, co
 // The shape-only work plan (see ss::Plan).
 struct PlanStore {
   std::vector<int64_t> block_d0, slice_begin, rowB, first_gB, rowC, first_gC;
+  std::vector<int64_t> grpB_begin, grpB_rows, grpC_begin, grpC_rows;
   std::vector<int32_t> block_nl;
   ss::Plan plan;
 };
@@ -137,7 +139,25 @@ void assign_rows(const PlanStore& ps, int64_t cpg, std::vector<int64_t>& row, st
   }
 }
 
+// The rows each group of dB (or dC) sums, in slice order: group g's are rows[begin[g] .. begin[g+1]).
+void group_rows(const std::vector<int64_t>& row, const std::vector<int64_t>& first_g, int64_t nrows, int64_t G,
+                std::vector<int64_t>& begin, std::vector<int64_t>& rows) {
+  std::vector<std::vector<int64_t>> src(G);
+  const int64_t ns = static_cast<int64_t>(row.size());
+  for (int64_t s = 0; s < ns; ++s) {
+    const int64_t nr = (s + 1 < ns ? row[s + 1] : nrows) - row[s];
+    for (int64_t i = 0; i < nr; ++i) src[first_g[s] + i].push_back(row[s] + i);
+  }
+  begin.assign(1, 0);
+  rows.clear();
+  for (int64_t g = 0; g < G; ++g) {
+    rows.insert(rows.end(), src[g].begin(), src[g].end());
+    begin.push_back(static_cast<int64_t>(rows.size()));
+  }
+}
+
 void make_plan(int64_t batch, int64_t dim, int64_t cpgB, int64_t cpgC, PlanStore& ps) {
+  const int64_t GB = dim / cpgB, GC = dim / cpgC;
   const int64_t R = std::gcd(cpgB, cpgC);  // channels sharing both a B group and a C group
   ps.plan.uniform = R >= kLanes;
   if (ps.plan.uniform) {
@@ -163,6 +183,12 @@ void make_plan(int64_t batch, int64_t dim, int64_t cpgB, int64_t cpgC, PlanStore
   ps.slice_begin.push_back(static_cast<int64_t>(ps.block_d0.size()));
   assign_rows(ps, cpgB, ps.rowB, ps.first_gB, ps.plan.nrowsB);
   assign_rows(ps, cpgC, ps.rowC, ps.first_gC, ps.plan.nrowsC);
+  group_rows(ps.rowB, ps.first_gB, ps.plan.nrowsB, GB, ps.grpB_begin, ps.grpB_rows);
+  group_rows(ps.rowC, ps.first_gC, ps.plan.nrowsC, GC, ps.grpC_begin, ps.grpC_rows);
+  ps.plan.grpB_begin = ps.grpB_begin.data();
+  ps.plan.grpB_rows = ps.grpB_rows.data();
+  ps.plan.grpC_begin = ps.grpC_begin.data();
+  ps.plan.grpC_rows = ps.grpC_rows.data();
   ps.plan.nblocks = static_cast<int64_t>(ps.block_d0.size());
   ps.plan.block_d0 = ps.block_d0.data();
   ps.plan.block_nl = ps.block_nl.data();
@@ -193,39 +219,6 @@ ss::Problem make_problem(const at::Tensor& u, const at::Tensor& delta, const at:
   p.delta_bias = db_c != nullptr ? db_c->data_ptr<float>() : nullptr;
   p.softplus = softplus;
   return p;
-}
-
-// The partial rows of dB (or dC) summed into a (batch, G, N, L) float32 tensor, each group's
-// rows added in slice order.  When every group has exactly one row the rows are the result.
-at::Tensor reduce_rows(const at::Tensor& rows, const PlanStore& ps, bool is_b, int64_t batch, int64_t G,
-                       int64_t N, int64_t L) {
-  const int64_t nrows = is_b ? ps.plan.nrowsB : ps.plan.nrowsC;
-  if (nrows == G) return rows.view({batch, G, N, L});
-  const auto& row = is_b ? ps.rowB : ps.rowC;
-  const auto& fg = is_b ? ps.first_gB : ps.first_gC;
-  std::vector<std::vector<int64_t>> sources(G);
-  const int64_t ns = ps.plan.nslices;
-  for (int64_t s = 0; s < ns; ++s) {
-    const int64_t nr = (s + 1 < ns ? row[s + 1] : nrows) - row[s];
-    for (int64_t i = 0; i < nr; ++i) sources[fg[s] + i].push_back(row[s] + i);
-  }
-  auto out = at::empty({batch, G, N, L}, rows.options());
-  const float* src = rows.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  const int64_t NL = N * L;
-  at::parallel_for(0, batch * G, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / G, g = i % G;
-      float* o = dst + i * NL;
-      const auto& srcs = sources[g];
-      std::memcpy(o, src + (b * nrows + srcs[0]) * NL, sizeof(float) * NL);
-      for (size_t k = 1; k < srcs.size(); ++k) {
-        const float* r = src + (b * nrows + srcs[k]) * NL;
-        for (int64_t e = 0; e < NL; ++e) o[e] += r[e];
-      }
-    }
-  });
-  return out;
 }
 
 // sum over the batch of a (batch, rest...) float32 tensor, in batch order.
@@ -310,8 +303,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   auto du = at::empty({batch, dim, L}, u.options());
   auto ddelta = at::empty({batch, dim, L}, delta.options());
   auto dz = z.has_value() ? at::empty({batch, dim, L}, z->options()) : at::empty({0}, f32);
-  auto rowsB = at::empty({batch, ps.plan.nrowsB, N, L}, f32);
-  auto rowsC = at::empty({batch, ps.plan.nrowsC, N, L}, f32);
+  // float32 accumulators; the kernel sums the slices' partial rows into them window by window.
+  auto dB32 = at::empty({batch, GB, N, L}, f32);
+  auto dC32 = at::empty({batch, GC, N, L}, f32);
   auto dA_part = at::empty({batch, dim, N}, f32);
   auto dD_part = at::empty({batch, dim}, f32);
   auto db_part = at::empty({batch, dim}, f32);
@@ -323,8 +317,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   io.du = out3(du);
   io.ddelta = out3(ddelta);
   if (z.has_value()) io.dz = out3(dz);
-  io.dB_rows = rowsB.data_ptr<float>();
-  io.dC_rows = rowsC.data_ptr<float>();
+  io.dB = dB32.data_ptr<float>();
+  io.dC = dC32.data_ptr<float>();
   io.dA_part = dA_part.data_ptr<float>();
   io.dD_part = dD_part.data_ptr<float>();
   io.dbias_part = db_part.data_ptr<float>();
@@ -334,8 +328,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     default: ss::backward_baseline(p, ps.plan, io); break;
   }
 
-  auto dB = reduce_rows(rowsB, ps, true, batch, GB, N, L).to(B.scalar_type());
-  auto dC = reduce_rows(rowsC, ps, false, batch, GC, N, L).to(C.scalar_type());
+  auto dB = dB32.to(B.scalar_type());
+  auto dC = dC32.to(C.scalar_type());
   auto dA = sum_batch(dA_part);
   auto dD = D.has_value() ? sum_batch(dD_part) : at::empty({0}, f32);
   auto ddb = delta_bias.has_value() ? sum_batch(db_part) : at::empty({0}, f32);

@@ -53,7 +53,8 @@ struct Problem {
 //   uniform: every block's lanes read a single B group and a single C group (B, C loads are
 //     scalar broadcasts, and a slice may sum its blocks lane-wise before reducing lanes).
 //   Partial rows of dB: slice s writes group g (first_gB[s] <= g) to row rowB[s] + g - first_gB[s]
-//     of a (batch, nrowsB, N, L) buffer; likewise for dC.
+//     of a (batch, nrowsB, N, window) scratch buffer; likewise for dC.  Group g of dB is the sum of
+//     rows grpB_rows[grpB_begin[g] .. grpB_begin[g+1]) in that (slice) order.
 struct Plan {
   bool uniform = false;
   int64_t nblocks = 0;
@@ -64,9 +65,13 @@ struct Plan {
   const int64_t* rowB = nullptr;
   const int64_t* first_gB = nullptr;
   int64_t nrowsB = 0;
+  const int64_t* grpB_begin = nullptr;  // G_B + 1 entries
+  const int64_t* grpB_rows = nullptr;   // nrowsB entries
   const int64_t* rowC = nullptr;
   const int64_t* first_gC = nullptr;
   int64_t nrowsC = 0;
+  const int64_t* grpC_begin = nullptr;
+  const int64_t* grpC_rows = nullptr;
 };
 
 struct FwdOut {
@@ -80,8 +85,8 @@ struct BwdIO {
   const float* dlast = nullptr;  // (batch, dim, N) contiguous or nullptr
   const float* ckpt = nullptr;
   Out3 du, ddelta, dz;            // dz.p == nullptr when z is absent
-  float* dB_rows = nullptr;       // (batch, nrowsB, N, L)
-  float* dC_rows = nullptr;       // (batch, nrowsC, N, L)
+  float* dB = nullptr;            // (batch, G_B, N, L) float32 contiguous
+  float* dC = nullptr;            // (batch, G_C, N, L) float32 contiguous
   float* dA_part = nullptr;       // (batch, dim, N): summed over batch by the host
   float* dD_part = nullptr;       // (batch, dim)
   float* dbias_part = nullptr;    // (batch, dim)

@@ -19,9 +19,11 @@
 // then run the adjoint recurrence g_{t-1} = exp(delta_t A) (g_t + dy_t C_t) backwards through
 // it.  dB and dC are sums over the channels of a group: a task (a "slice", fixed by the shapes
 // alone) accumulates its blocks lane-wise into a chunk buffer, reduces the 16 lanes with a fixed
-// shuffle tree, and writes its own rows; the host sums rows shared by several slices in slice
-// order.  dA, dD and d(delta_bias) are written per (batch, channel) and summed over the batch
-// by the host.  Nothing depends on the thread count, and there are no atomics.
+// shuffle tree, and writes its own rows; rows shared by several slices are summed in slice order.
+// The chunks are walked in windows (see backward()): all tasks run one window, then its rows are
+// summed, so the partial rows live in a small reused buffer instead of nslices x N x L floats.
+// dA, dD and d(delta_bias) are written per (batch, channel) and summed over the batch by the host.
+// Nothing depends on the thread count or the window, and there are no atomics.
 //
 // Requires before inclusion: <ATen/Parallel.h>, <c10/util/Half.h>, <c10/util/BFloat16.h>,
 // <algorithm>, <cstdlib>, <cstring>, <new>, "hands3c/scan_math.h",
@@ -417,34 +419,52 @@ inline void forward(const Problem& p, const Plan& pl, const FwdOut& o) {
 // Backward
 // ---------------------------------------------------------------------------------------
 struct BwdScratch {
-  Buf g, dA, dD, db;                        // per block of the slice, kept across chunks
   Buf u, dt, sg, z, go, y, dy, du, dd, dz;  // chunk tiles (kCkpt x kLanes)
   Buf hs, dec, accB, accC, B, C;
 };
 
-// One (batch element, slice) task; see the file comment.
+// The adjoint state a block carries from one window of chunks to the next (NW = N x kLanes
+// floats for g and dA, kLanes for dD and d(delta_bias)); one per (batch element, block).
+struct BlockCarry {
+  float* g;
+  float* dA;
+  float* dD;
+  float* db;
+};
+
+// Chunks [c_lo, c_hi] of one (batch element, slice) task, walked from c_hi down; see the file
+// comment.  `carry` points at the slice's first block's state (blocks follow with a stride of
+// cstride floats); it is initialised when c_hi is the last chunk and written out to io's per-channel
+// partials when c_lo is 0.  The slice's dB/dC group rows go to rowsB/rowsC, whose rows are Lw
+// steps long and start at step tw0.
 template <int NS, bool kUni>
-void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int64_t s, BwdScratch& w) {
+void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int64_t s, int64_t c_lo,
+               int64_t c_hi, float* carry, int64_t cstride, float* rowsB, float* rowsC, int64_t tw0, int64_t Lw,
+               BwdScratch& w) {
   const int64_t N = NS > 0 ? NS : p.N;
   const int64_t L = p.L, dim = p.dim, nchunks = p.nchunks;
   const int64_t NW = N * kLanes;
   const int64_t kb0 = pl.slice_begin[s], kb1 = pl.slice_begin[s + 1], K = kb1 - kb0;
   const bool has_z = p.z.p != nullptr;
 
-  float* gst = w.g.get(K * NW);
-  float* dAst = w.dA.get(K * NW);
-  float* dDst = w.dD.get(K * kLanes);
-  float* dbst = w.db.get(K * kLanes);
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t d0 = pl.block_d0[kb0 + k];
-    const int nl = pl.block_nl[kb0 + k];
-    for (int64_t n = 0; n < N; ++n)
-      for (int j = 0; j < kLanes; ++j)
-        gst[k * NW + n * kLanes + j] = (io.dlast != nullptr && j < nl) ? io.dlast[(b * dim + d0 + j) * N + n] : 0.f;
+  // Block k's carried state: g, dA (NW each), dD, db (kLanes each).
+  auto st = [&](int64_t k) {
+    float* base = carry + k * cstride;
+    return BlockCarry{base, base + NW, base + 2 * NW, base + 2 * NW + kLanes};
+  };
+  if (c_hi == nchunks - 1) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t d0 = pl.block_d0[kb0 + k];
+      const int nl = pl.block_nl[kb0 + k];
+      const BlockCarry bc = st(k);
+      for (int64_t n = 0; n < N; ++n)
+        for (int j = 0; j < kLanes; ++j)
+          bc.g[n * kLanes + j] = (io.dlast != nullptr && j < nl) ? io.dlast[(b * dim + d0 + j) * N + n] : 0.f;
+      std::memset(bc.dA, 0, sizeof(float) * NW);
+      std::memset(bc.dD, 0, sizeof(float) * kLanes);
+      std::memset(bc.db, 0, sizeof(float) * kLanes);
+    }
   }
-  std::memset(dAst, 0, sizeof(float) * K * NW);
-  std::memset(dDst, 0, sizeof(float) * K * kLanes);
-  std::memset(dbst, 0, sizeof(float) * K * kLanes);
 
   float* ut = w.u.get(kCkpt * kLanes);
   float* dtt = w.dt.get(kCkpt * kLanes);
@@ -469,20 +489,18 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
   const int64_t dend = pl.block_d0[kb1 - 1] + pl.block_nl[kb1 - 1];
   const int64_t gB0 = dfirst / p.B.cpg, gB1 = (dend - 1) / p.B.cpg;
   const int64_t gC0 = dfirst / p.C.cpg, gC1 = (dend - 1) / p.C.cpg;
-  float* rowsB = io.dB_rows + (b * pl.nrowsB + pl.rowB[s]) * N * L;
-  float* rowsC = io.dC_rows + (b * pl.nrowsC + pl.rowC[s]) * N * L;
 
   alignas(64) float a[(NS > 0 ? NS : kNMax) * kLanes];
   alignas(64) float Dv[kLanes], bias[kLanes];
   int64_t bst = 0, cst = 0;
 
-  for (int64_t c = nchunks - 1; c >= 0; --c) {
+  for (int64_t c = c_hi; c >= c_lo; --c) {
     const int64_t t0 = c * kCkpt, T = std::min<int64_t>(kCkpt, L - t0);
     std::memset(accB, 0, sizeof(float) * accRows * kLanes);
     std::memset(accC, 0, sizeof(float) * accRows * kLanes);
     if constexpr (kUni) {
-      if (c == nchunks - 1 || p.B.sl != 0) bst = pack_bc_scalar(p.B, b, gB0, N, t0, T, Bb);
-      if (c == nchunks - 1 || p.C.sl != 0) cst = pack_bc_scalar(p.C, b, gC0, N, t0, T, Cb);
+      if (c == c_hi || p.B.sl != 0) bst = pack_bc_scalar(p.B, b, gB0, N, t0, T, Bb);
+      if (c == c_hi || p.C.sl != 0) cst = pack_bc_scalar(p.C, b, gC0, N, t0, T, Cb);
     }
     for (int64_t k = 0; k < K; ++k) {
       const int64_t blk = kb0 + k;
@@ -490,8 +508,8 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
       const int nl = pl.block_nl[blk];
       load_lane_params(p, d0, nl, N, a, Dv, bias);
       if constexpr (!kUni) {
-        if (K > 1 || c == nchunks - 1 || p.B.sl != 0) bst = pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
-        if (K > 1 || c == nchunks - 1 || p.C.sl != 0) cst = pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
+        if (K > 1 || c == c_hi || p.B.sl != 0) bst = pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
+        if (K > 1 || c == c_hi || p.C.sl != 0) cst = pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
       }
       pack_tile(p.u, b, d0, nl, t0, T, ut);
       pack_tile(p.delta, b, d0, nl, t0, T, dtt);
@@ -508,10 +526,11 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
       // Adjoint recurrence backwards through the chunk.  g holds dL/dh_t without step t's own
       // output term on entry to step t.
       gate_backward(got, yt, zt, dyt, dzt, T * kLanes);
-      float* g = gst + k * NW;
-      float* dAk = dAst + k * NW;
-      float* dDk = dDst + k * kLanes;
-      float* dbk = dbst + k * kLanes;
+      const BlockCarry bc = st(k);
+      float* g = bc.g;
+      float* dAk = bc.dA;
+      float* dDk = bc.dD;
+      float* dbk = bc.db;
       for (int64_t t = T - 1; t >= 0; --t) {
         const float* u_ = ut + t * kLanes;
         const float* d_ = dtt + t * kLanes;
@@ -583,42 +602,104 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
     }
     const int64_t bd0 = pl.block_d0[kb0];
     const int bnl = pl.block_nl[kb0];
-    store_group_rows(accB, T, N, L, t0, p.B.cpg, bd0, bnl, gB0, gB1, rowsB);
-    store_group_rows(accC, T, N, L, t0, p.C.cpg, bd0, bnl, gC0, gC1, rowsC);
+    store_group_rows(accB, T, N, Lw, t0 - tw0, p.B.cpg, bd0, bnl, gB0, gB1, rowsB);
+    store_group_rows(accC, T, N, Lw, t0 - tw0, p.C.cpg, bd0, bnl, gC0, gC1, rowsC);
   }
 
+  if (c_lo != 0) return;
   for (int64_t k = 0; k < K; ++k) {
     const int64_t d0 = pl.block_d0[kb0 + k];
     const int nl = pl.block_nl[kb0 + k];
+    const BlockCarry bc = st(k);
     for (int j = 0; j < nl; ++j) {
       const int64_t bd = b * dim + d0 + j;
-      for (int64_t n = 0; n < N; ++n) io.dA_part[bd * N + n] = dAst[k * NW + n * kLanes + j];
-      io.dD_part[bd] = dDst[k * kLanes + j];
-      io.dbias_part[bd] = dbst[k * kLanes + j];
+      for (int64_t n = 0; n < N; ++n) io.dA_part[bd * N + n] = bc.dA[n * kLanes + j];
+      io.dD_part[bd] = bc.dD[j];
+      io.dbias_part[bd] = bc.db[j];
     }
   }
 }
 
-template <bool kUni>
-void bwd_dispatch(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int64_t s, BwdScratch& w) {
+template <bool kUni, typename... Args>
+void bwd_dispatch(const Problem& p, Args&&... args) {
   switch (p.N) {
-    case 1: bwd_slice<1, kUni>(p, pl, io, b, s, w); break;
-    case 4: bwd_slice<4, kUni>(p, pl, io, b, s, w); break;
-    case 8: bwd_slice<8, kUni>(p, pl, io, b, s, w); break;
-    case 16: bwd_slice<16, kUni>(p, pl, io, b, s, w); break;
-    default: bwd_slice<0, kUni>(p, pl, io, b, s, w); break;
+    case 1: bwd_slice<1, kUni>(p, args...); break;
+    case 4: bwd_slice<4, kUni>(p, args...); break;
+    case 8: bwd_slice<8, kUni>(p, args...); break;
+    case 16: bwd_slice<16, kUni>(p, args...); break;
+    default: bwd_slice<0, kUni>(p, args...); break;
   }
 }
 
+// dst[e] = sum of the rows srcs[0..ns) (each `stride` floats apart in src) in that order, e < n.
+HS3C_SS_LOOPS void sum_rows(float* dst, const float* src, const int64_t* srcs, int64_t ns, int64_t stride,
+                            int64_t n) {
+  std::memcpy(dst, src + srcs[0] * stride, sizeof(float) * n);
+  for (int64_t k = 1; k < ns; ++k) {
+    const float* r = src + srcs[k] * stride;
+    HS3C_SIMD
+    for (int64_t e = 0; e < n; ++e) dst[e] += r[e];
+  }
+}
+
+// Cache blocking of the backward.  Time is walked in windows of `wc` chunks, last window first.
+// In each window every (batch, slice) task runs its chunks (carrying its adjoint state in
+// `carry` from window to window), writing its dB/dC group rows into a window-sized scratch
+// buffer; then the rows of each group are summed in slice order into dB/dC.  The scratch buffer
+// is reused by every window, so it stays in cache (the whole-length partial rows it replaces
+// were ~2 x nslices x N x L floats written once and read back from memory).  The sums are the
+// same numbers added in the same order, whatever the window or the thread count.
 inline void backward(const Problem& p, const Plan& pl, const BwdIO& io) {
-  const int64_t ns = pl.nslices;
-  at::parallel_for(0, p.batch * ns, 1, [&](int64_t i0, int64_t i1) {
-    BwdScratch w;
-    for (int64_t i = i0; i < i1; ++i) {
-      if (pl.uniform) bwd_dispatch<true>(p, pl, io, i / ns, i % ns, w);
-      else bwd_dispatch<false>(p, pl, io, i / ns, i % ns, w);
-    }
-  });
+  const int64_t ns = pl.nslices, N = p.N, nchunks = p.nchunks;
+  const int64_t GB = p.B.G, GC = p.C.G;
+  const int64_t nrows = pl.nrowsB + pl.nrowsC;
+  // Window: the scratch rows of all tasks (batch x nrows x N x 64 wc floats) within ~1 MiB.
+  const int64_t per_chunk = p.batch * nrows * N * kCkpt * 4;
+  const int64_t wc = std::max<int64_t>(1, std::min<int64_t>(nchunks, (int64_t{1} << 20) / std::max<int64_t>(1, per_chunk)));
+  const int64_t Lw = wc * kCkpt;
+
+  const int64_t NW = N * kLanes, cstride = 2 * NW + 2 * kLanes;
+  Buf carry_buf, rows_buf;
+  float* carry = carry_buf.get(p.batch * pl.nblocks * cstride);
+  const int64_t rowlen = N * Lw;  // one group row of the scratch: N x Lw
+  float* rows = rows_buf.get(p.batch * nrows * rowlen);
+  const int nthreads = std::max(1, at::get_num_threads());
+  struct ScratchSet {  // one per thread, reused by every window
+    BwdScratch* w;
+    explicit ScratchSet(int n) : w(new BwdScratch[n]) {}
+    ~ScratchSet() { delete[] w; }
+  } scratch(nthreads);
+
+  for (int64_t chi = nchunks - 1; chi >= 0; chi -= wc) {
+    const int64_t clo = std::max<int64_t>(0, chi - wc + 1);
+    const int64_t tw0 = clo * kCkpt, Tw = std::min<int64_t>(p.L, (chi + 1) * kCkpt) - tw0;
+    at::parallel_for(0, p.batch * ns, 1, [&](int64_t i0, int64_t i1) {
+      const int tid = std::min(at::get_thread_num(), nthreads - 1);
+      BwdScratch& w = scratch.w[tid];
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / ns, s = i % ns;
+        float* c0 = carry + (b * pl.nblocks + pl.slice_begin[s]) * cstride;
+        float* rB = rows + (b * nrows + pl.rowB[s]) * rowlen;
+        float* rC = rows + (b * nrows + pl.nrowsB + pl.rowC[s]) * rowlen;
+        if (pl.uniform) bwd_dispatch<true>(p, pl, io, b, s, clo, chi, c0, cstride, rB, rC, tw0, Lw, w);
+        else bwd_dispatch<false>(p, pl, io, b, s, clo, chi, c0, cstride, rB, rC, tw0, Lw, w);
+      }
+    });
+    // Sum each (batch, group, n) row of the window in slice order into dB / dC.
+    const int64_t nB = p.batch * GB * N, nC = p.batch * GC * N;
+    at::parallel_for(0, nB + nC, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const bool isB = i < nB;
+        const int64_t r = isB ? i : i - nB, G = isB ? GB : GC;
+        const int64_t b = r / (G * N), g = (r / N) % G, n = r % N;
+        const int64_t* gb = isB ? pl.grpB_begin : pl.grpC_begin;
+        const int64_t* src = (isB ? pl.grpB_rows : pl.grpC_rows) + gb[g];
+        const float* base = rows + (b * nrows + (isB ? 0 : pl.nrowsB)) * rowlen + n * Lw;
+        float* dst = (isB ? io.dB : io.dC) + ((b * G + g) * N + n) * p.L + tw0;
+        sum_rows(dst, base, src, gb[g + 1] - gb[g], rowlen, Tw);
+      }
+    });
+  }
 }
 
 }  // namespace HS3C_ISA_NAMESPACE
