@@ -4,8 +4,10 @@ Layout: tests/ops/test_<op>.py (one operator on every backend), tests/backends/ 
 interpreter, emulation and compile checks), tests/model/ (MANO, network, checkpoints), plus
 the folders of the pipeline packages.  No folder has an ``__init__.py``: pytest puts this
 folder on ``sys.path`` (rootdir-relative "prepend" imports), so the shared helpers here
-(``tolerances``, ``cuda_parity``, ``triton_cases``, ``model_helpers``) import by their bare
-names from any sub-folder, and test file names must be unique across folders.
+(``testenv``, ``tolerances``, ``cuda_parity``, ``triton_cases``, ``model_helpers``) import by
+their bare names from any sub-folder, and test file names must be unique across folders.
+Import shared names from ``testenv``, never ``from conftest import``: each folder may have
+its own conftest.py, and they are all the module ``conftest``.
 
 TRITON_INTERPRET must be set before any Triton kernel is defined, so it is set here, at
 the top of the first file pytest imports, unless a GPU is present (then the Triton tests
@@ -25,21 +27,11 @@ if "TRITON_INTERPRET" not in os.environ:
     if not _torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"
 
-import torch  # noqa: E402
-
-HAS_GPU = torch.cuda.is_available()
-GPU_SKIP_REASON = "needs a CUDA GPU; none is present on this machine (CPU-only CI)"
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE_DIR = os.environ.get(
-    "HANDS3C_FIXTURES", os.path.join(os.path.dirname(REPO_ROOT), "shared", "fixtures", "original_s3c"))
-
-requires_gpu = pytest.mark.skipif(not HAS_GPU, reason=GPU_SKIP_REASON)
-
-
-def devices_for_test():
-    """Parametrisation shared by CPU and GPU tests: the GPU entry skips with a reason."""
-    return ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_gpu])]
+# The machine facts tests import (HAS_GPU, REPO_ROOT, devices_for_test, ...) live in
+# testenv.py: ``from conftest import ...`` would reach whichever conftest.py was imported last
+# (every folder without __init__.py may have one, all named ``conftest``).
+from testenv import (FIXTURE_DIR, GPU_SKIP_REASON, HAS_GPU, REPO_ROOT,  # noqa: E402,F401
+                     devices_for_test, requires_gpu)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import pytest
 import torch
 
-from conftest import HAS_GPU, requires_gpu
+from testenv import HAS_GPU, requires_gpu
 from handS3C import _ext, reference
 from handS3C.modules import dt_bias_init
 from handS3C.ops.selective_scan import _canonical_bc

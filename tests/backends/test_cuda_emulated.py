@@ -20,7 +20,7 @@ import torch
 
 import handS3C  # noqa: F401  (loads handS3C._C: the schemas copied below)
 from handS3C import _ext, reference
-from conftest import REPO_ROOT
+from testenv import REPO_ROOT
 from tolerances import assert_close
 
 import cuda_parity as cp

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import HAS_GPU, REPO_ROOT
+from testenv import HAS_GPU, REPO_ROOT
 
 
 @pytest.mark.skipif(HAS_GPU, reason="with a GPU the tests above compile and run every kernel")

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import HAS_GPU, REPO_ROOT
+from testenv import HAS_GPU, REPO_ROOT
 
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)

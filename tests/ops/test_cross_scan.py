@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import devices_for_test, requires_gpu
+from testenv import devices_for_test, requires_gpu
 from handS3C import ops, reference
 from handS3C.ops import cross_scan_selective_scan
 from handS3C.triton_kernels import scan_config

@@ -6,7 +6,7 @@ Triton kernel (see tests/triton_cases.py) and the CUDA kernel at GPU sizes (test
 import pytest
 import torch
 
-from conftest import devices_for_test
+from testenv import devices_for_test
 from handS3C import ops, reference
 from handS3C.ops import s3c_merge
 from handS3C.triton_kernels import scan_config

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import devices_for_test
+from testenv import devices_for_test
 from handS3C import ops, reference
 from handS3C.ops import selective_scan_fn
 from handS3C.triton_kernels import scan_config
