@@ -10,8 +10,9 @@ A valid example must give the float64 reference's result within the SPEC §4 tol
 with ``hands3c::<operator>:``.  Examples with every tensor on meta check that the fake kernel
 gives the real outputs' shapes and dtypes.
 
-Examples per operator: ``HANDS3C_FUZZ_EXAMPLES`` (default 150, derandomised so CI is
-reproducible).  The long mode draws fresh random examples:
+Examples per test (each test calls a forward and its backward operator):
+``HANDS3C_FUZZ_EXAMPLES`` (default 200, derandomised so CI is reproducible; the sanitizer job
+in .ci/run uses 100).  The long mode draws fresh random examples:
 ``HANDS3C_FUZZ_EXAMPLES=5000 HANDS3C_FUZZ_RANDOM=1 python -m pytest tests/ops/test_fuzz_raw_ops.py``
 (about 2-3 minutes per thousand examples and operator on two cores).
 """
@@ -37,7 +38,7 @@ F64 = torch.float64
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 BAD_DTYPES = (torch.float64, torch.int32, torch.bool)
 
-EXAMPLES = int(os.environ.get("HANDS3C_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("HANDS3C_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("HANDS3C_FUZZ_RANDOM") != "1",
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much], database=None)
