@@ -1,6 +1,6 @@
 """The benchmark suites: operators, S3C block, full model.
 
-Each suite returns rows of :class:`benchmarks.timing.Measurement`.  The "reference" backend is
+Each suite returns rows of :class:`benchmarks.common.Measurement`.  The "reference" backend is
 the published computation; "mambapy" is the best pure-PyTorch alternative a CPU user has
 (mambapy's parallel scan applied to the same four traversals).
 """

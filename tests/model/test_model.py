@@ -5,7 +5,7 @@ The S3C block runs on the "reference" backend here (these tests must pass withou
 kernels); its inner selective scan is swapped for an O(L)-backward transcription of
 mamba-ssm's ``selective_scan_ref`` (``model_helpers.fast_reference_scan``) wherever a test
 needs speed or gradients: mamba-ssm's own autograd backward is O(L²) and takes many minutes
-at these sizes (SPEC §5).  tests/test_model_parity.py checks that transcription against
+at these sizes (SPEC §5).  tests/model/test_model_parity.py checks that transcription against
 mamba-ssm and compares the fused CPU backend with the reference.
 """
 import copy

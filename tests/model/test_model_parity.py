@@ -4,7 +4,7 @@ Same weights, same batch, eval mode.  (In train mode the BatchNorm layers make t
 many parameters zero in exact arithmetic, e.g. every conv bias feeding a BatchNorm, so their
 computed values are rounding noise and a normalised comparison means nothing; batch-1
 BatchNorm over 3x3 maps also amplifies rounding.  The S3C block, the only part that differs
-between backends, computes the same in both modes; tests/test_model.py runs train-mode steps.)
+between backends, computes the same in both modes; tests/model/test_model.py runs train-mode steps.)
 
 * Forward: the S3C block's output, the model's outputs and every loss term of
   ``backend="cpu"`` against ``backend="reference"``, whose forward runs mamba-ssm's own
@@ -22,7 +22,7 @@ between backends, computes the same in both modes; tests/test_model.py runs trai
   differentiates the O(L)-backward transcription of ``selective_scan_ref``
   (``model_helpers.mamba_forward_fast_backward``; mamba-ssm's autograd backward is O(L^2) and
   takes many minutes at L = 784..16384, SPEC §5), which first checks that it reproduces
-  mamba-ssm's forward values; tests/test_model.py compares its values and gradients with
+  mamba-ssm's forward values; tests/model/test_model.py compares its values and gradients with
   mamba-ssm's directly.
 """
 import copy
