@@ -178,7 +178,7 @@ void forward_block(const CrossScanArgs& s, int64_t b, int64_t d0, float* out_pla
         const float* an = a + n * kLanes;
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
-          hn[j] = hm::exp_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
+          hn[j] = hm::exp_fast_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
           y[j] += cn * hn[j];
         }
       }
@@ -279,7 +279,7 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
           const float bn = Bv[n];
           HS3C_SIMD
           for (int j = 0; j < kLanes; ++j) {
-            const float e = hm::exp_f(dt[j] * an[j]);
+            const float e = hm::exp_fast_f(dt[j] * an[j]);
             hp[j] = hn[j];
             dc[j] = e;
             hn[j] = e * hn[j] + dt[j] * ut[j] * bn;
@@ -408,7 +408,7 @@ inline double state_update_peak(int64_t steps) {
           const float* an = a + n * kLanes;
           HS3C_SIMD
           for (int j = 0; j < kLanes; ++j) {
-            hn[j] = hm::exp_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
+            hn[j] = hm::exp_fast_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
             y[j] += cn * hn[j];
           }
         }

@@ -254,7 +254,7 @@ HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const floa
         const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
-          const float e = hm::exp_f(d_[j] * an[j]);
+          const float e = hm::exp_fast_f(d_[j] * an[j]);
           if constexpr (kKeep) en[j] = e;
           hcn[j] = e * hpn[j] + dtu[j] * bn;
           y[j] += cn * hcn[j];
@@ -264,7 +264,7 @@ HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const floa
         const float* cn = Cb + t * cst + n * kLanes;
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
-          const float e = hm::exp_f(d_[j] * an[j]);
+          const float e = hm::exp_fast_f(d_[j] * an[j]);
           if constexpr (kKeep) en[j] = e;
           hcn[j] = e * hpn[j] + dtu[j] * bn[j];
           y[j] += cn[j] * hcn[j];
