@@ -149,6 +149,14 @@ def run(args) -> int:
                             gt_mano=gt_mano if args.dataset == "dexycb" else None)
     seconds = time.perf_counter() - t0
     skipped = list(getattr(dataset, "skipped", []))
+    # Decode failures found inside loader workers never reach ``dataset.skipped`` of this process;
+    # the evaluation loop reports them from the stand-in samples.
+    known = {f for _, f, _ in skipped}
+    for i in result.replaced:
+        f = dataset.records[i].file
+        if f not in known:
+            skipped.append((i, f, "the image does not decode"))
+            known.add(f)
     os.makedirs(out_dir, exist_ok=True)
     files = {}
     if result.curves:

@@ -22,7 +22,8 @@ key                shape / dtype      meaning
 ``has_verts``      () bool            ``verts`` valid
 ``crop_to_image``  (2, 3) float32     crop pixel -> pixel of the image file
 ``bbox``           (4,) float32       x, y, w, h of the square box (the sample's frame)
-``index``          () int64           dataset index
+``index``          () int64           dataset index of the sample returned
+``replaces``       () int64           -1, or (``skip_bad``) the requested index whose image did not decode
 ``file``           str                image path
 =================  =================  ==========================================================
 
@@ -172,7 +173,12 @@ class HandDataset(Dataset):
         while True:
             try:
                 sample = self._build(i)
-                sample["index"] = torch.tensor(index, dtype=torch.int64)
+                # The sample is sample i's image and annotation, so it carries i; ``replaces`` names
+                # the requested sample it stands in for (-1 when none), so a consumer that must not
+                # count a sample twice (evaluation) can drop it and report the skip, also from
+                # loader workers, whose ``skipped`` list never reaches the main process.
+                sample["index"] = torch.tensor(i, dtype=torch.int64)
+                sample["replaces"] = torch.tensor(index if i != index else -1, dtype=torch.int64)
                 return sample
             except (ImageDecodeError, OSError) as e:
                 msg = f"{self.name}: sample {i} ({self.records[i].file}): {e}"

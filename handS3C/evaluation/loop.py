@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ class EvaluationResult:
     ``curves``: PCK curves, name -> {"thresholds_mm", "pck", "auc"}.
     ``joints3d``: (N, 21, 3) float32 placed predictions, metres, camera frame, FreiHAND order;
     ``verts``: (N, 778, 3) float32 likewise; ``indices``: (N,) int64 dataset indices (``None``
-    arrays when ``keep_predictions=False``).  ``protocol``: the protocol's name.
+    arrays when ``keep_predictions=False``).  ``replaced``: indices of samples that did not decode
+    (``skip_bad``); the stand-ins the dataset returned for them are neither scored nor kept.  ``protocol``: the protocol's name.
     """
 
     protocol: str
@@ -57,6 +58,7 @@ class EvaluationResult:
     joints3d: Optional[np.ndarray] = None
     verts: Optional[np.ndarray] = None
     indices: Optional[np.ndarray] = None
+    replaced: List[int] = field(default_factory=list)
 
 
 def _gt_mesh_from_mano(mano, batch, device):
@@ -109,6 +111,7 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8
                         pin_memory=device.type == "cuda")
     total = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     joints_out, verts_out, idx_out = [], [], []
+    replaced: List[int] = []
     from ..data.joint_orders import FREIHAND_TO_HO3D
     ho3d_order = torch.as_tensor(FREIHAND_TO_HO3D, device=device)
     was_training = model.training
@@ -122,6 +125,18 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8
             take = min(batch["image"].shape[0], total - seen)
             if take < batch["image"].shape[0]:
                 batch = {k: v[:take] for k, v in batch.items()}
+            seen += take
+            bar.update(take)
+            if "replaces" in batch and bool((batch["replaces"] >= 0).any()):
+                # A sample that stands in for one that did not decode (skip_bad) is scored once,
+                # at its own index: drop the stand-in and report the sample it replaced.
+                keep = batch["replaces"] < 0
+                replaced.extend(batch["replaces"][~keep].tolist())
+                if not bool(keep.any()):
+                    continue
+                rows = keep.tolist()
+                batch = {k: (v[keep] if isinstance(v, torch.Tensor) else [x for x, m in zip(v, rows) if m])
+                         for k, v in batch.items()}
             out = model(batch["image"].to(device, non_blocking=True))
             pj = out["joints3d"].float()
             pv = out["verts"].float()
@@ -157,8 +172,6 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8
                 joints_out.append(pj.cpu().numpy().astype(np.float32))
                 verts_out.append(pv.cpu().numpy().astype(np.float32))
                 idx_out.append(batch["index"].cpu().numpy().astype(np.int64))
-            seen += take
-            bar.update(take)
         bar.close()
     finally:
         model.train(was_training)
@@ -170,8 +183,8 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, batch_size: int = 8
                       "were made (write a submission file to score them on the official server)",
                       UserWarning, stacklevel=2)
         metrics, curves = {"num_joint_samples": 0, "num_mesh_samples": 0}, {}
-    metrics["num_samples"] = seen
-    res = EvaluationResult(protocol=protocol, metrics=metrics, curves=curves)
+    metrics["num_samples"] = seen - len(replaced)
+    res = EvaluationResult(protocol=protocol, metrics=metrics, curves=curves, replaced=sorted(set(replaced)))
     if keep_predictions:
         res.joints3d = np.concatenate(joints_out) if joints_out else np.zeros((0, 21, 3), np.float32)
         res.verts = np.concatenate(verts_out) if verts_out else np.zeros((0, 778, 3), np.float32)

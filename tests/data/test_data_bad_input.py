@@ -64,7 +64,9 @@ def test_undecodable_image(synth, tmp_path):
     skip = DexYCB(root, "train", input_size=32, skip_bad=True)
     with pytest.warns(UserWarning, match="skipped"):
         s = skip[1]
-    assert s["file"].endswith("color_000002.jpg") and int(s["index"]) == 1
+    # the stand-in is sample 2, labelled as such, and names the sample it replaces
+    assert s["file"].endswith("color_000002.jpg") and int(s["index"]) == 2 and int(s["replaces"]) == 1
+    assert int(skip[0]["replaces"]) == -1
     assert len(skip.skipped) == 1 and skip.skipped[0][0] == 1
 
 

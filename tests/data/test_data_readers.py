@@ -20,7 +20,7 @@ CASES = [("freihand", "freihand", "train", {}), ("freihand", "freihand", "evalua
 
 SHAPES = {"image": (3, 48, 48), "pose": (48,), "shape": (10,), "joints2d": (21, 2), "joints3d": (21, 3),
           "root": (3,), "K": (3, 3), "verts": (778, 3), "has_mano": (), "has_joints3d": (), "has_verts": (),
-          "crop_to_image": (2, 3), "bbox": (4,), "index": ()}
+          "crop_to_image": (2, 3), "bbox": (4,), "index": (), "replaces": ()}
 
 
 def _root_rel(j):

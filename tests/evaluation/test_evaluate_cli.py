@@ -177,6 +177,16 @@ def test_bad_samples_stop_or_are_skipped_and_reported(synth, tmp_path, capsys):
     rec = json.load(open(tmp_path / "b" / "metrics.json"))
     assert len(rec["skipped"]) == 1 and rec["skipped"][0]["file"].endswith("00000001.jpg")
     assert "skipped 1 bad sample" in capsys.readouterr().err
+    # the stand-in the dataset returned is scored once, at its own index, not at the broken one
+    assert rec["metrics"]["num_samples"] == N_EVAL - 1
+    xyz, _ = read_submission(tmp_path / "b" / "pred.zip")
+    assert len(xyz) == N_EVAL - 1
+    # the same through a loader worker, whose own copy of the dataset records the skip
+    # (its warning stays in the worker; the command's own report is what the user sees)
+    assert _evaluate(synth, "freihand", tmp_path / "w", "--skip-bad", "--workers", "1", data_root=str(bad)) == 0
+    assert "skipped 1 bad sample" in capsys.readouterr().err
+    rec = json.load(open(tmp_path / "w" / "metrics.json"))
+    assert [s["file"][-12:] for s in rec["skipped"]] == ["00000001.jpg"] and rec["metrics"]["num_samples"] == N_EVAL - 1
     # a NaN in the ground truth: an error naming the sample and the file, or a counted skip
     nan = tmp_path / "frei_nan"
     shutil.copytree(synth["freihand"], nan)
