@@ -33,6 +33,7 @@ SUITES = {
     "deploy": "benchmarks.deploy_bench:suite_deploy",
     "data": "benchmarks.data_bench:suite_data",
     "train": "benchmarks.train_bench:suite_train",
+    "scaling": "benchmarks.scaling:suite_scaling",
 }
 
 
@@ -47,7 +48,8 @@ def _parse(argv):
     p.add_argument("--suites", default="ops,block,model",
                    help="comma list of: ops (the two operators and the merge), block (S3C block), "
                         "model (full model inference and training step), data (the training data pipeline "
-                        "against the published recipe). Default: all")
+                        "against the published recipe), scaling (CPU selective_scan_fn cost per position over "
+                        "L and batch, with a log-log chart). Default: all")
     p.add_argument("--backends", default="auto",
                    help="comma list of fused backends to time beside the reference (cpu, cuda, triton); "
                         "'auto' = every backend available on this machine")
