@@ -91,6 +91,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--log-every", type=_positive, default=None, help="log every N steps (default 10)")
     p.add_argument("--skip-nonfinite", action="store_true", default=None,
                    help="skip (and count) batches whose loss is NaN/inf instead of stopping")
+    p.add_argument("--check-finite", action="store_true", default=None,
+                   help="check every stage's output (backbone, S3C, regressor) for NaN/inf and stop naming the "
+                        "first bad one: for debugging a divergent run (costs one reduction per stage)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="torch.use_deterministic_algorithms (bitwise-reproducible resume on GPU too)")
@@ -109,7 +112,7 @@ def run(args) -> int:
         lr_gamma=args.lr_gamma, amp=args.amp, backend=args.backend, device=args.device, workers=args.workers,
         resume=args.resume, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
         save_every=args.save_every, keep=args.keep, accumulate=args.accumulate, seed=args.seed,
-        log_every=args.log_every, skip_nonfinite=args.skip_nonfinite, deterministic=args.deterministic,
+        log_every=args.log_every, skip_nonfinite=args.skip_nonfinite, check_finite=args.check_finite, deterministic=args.deterministic,
         threads=args.threads)
     if args.no_augment:
         overrides["augment"] = False

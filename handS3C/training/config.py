@@ -59,6 +59,7 @@ class TrainConfig:
     accumulate: int = 1
     augment: bool = True
     skip_nonfinite: bool = False
+    check_finite: bool = False
     log_every: int = 10
     deterministic: bool = False
     threads: Optional[int] = None

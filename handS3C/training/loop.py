@@ -30,6 +30,7 @@ from torch.utils.data.distributed import DistributedSampler
 from . import distributed as distmod
 from .config import TrainConfig
 from .logs import RunLog, plot_curves
+from ..model.hands3c import NonFiniteError
 from .snapshot import (FAULT_ENV, SnapshotError, atomic_write_bytes, list_snapshots, load_newest_valid,
                        prune_snapshots, read_snapshot, save_snapshot, snapshot_name)
 
@@ -339,16 +340,25 @@ class Trainer:
             sl = slice(j * mb, (j + 1) * mb)
             sync = contextlib.nullcontext() if (not self.dist.enabled or j == micro - 1) else self.net.no_sync()
             with sync:
+                where = (f"step {step + 1} (epoch {epoch + 1}, batch {index_in_epoch + 1} of the epoch"
+                         + (f", micro-batch {j + 1}" if micro > 1 else "") + ")")
                 with self._autocast():
-                    out = self.net(images[sl])
+                    if cfg.check_finite:
+                        try:
+                            out = self.net(images[sl], check_finite=True)
+                        except NonFiniteError as e:
+                            # Under torchrun the agent stops the other ranks when this one exits.
+                            idx = batch["index"][sl].tolist() if "index" in batch else []
+                            raise NonFiniteLossError(f"non-finite values at {where}: {e}"
+                                                     + (f" (samples {idx})" if idx else "")) from e
+                    else:
+                        out = self.net(images[sl])
                 losses = self.model.loss(out, {k: v[sl] for k, v in targets.items()})
                 values = torch.stack([losses[k].detach().float() for k in LOSS_TERMS])
                 finite = torch.isfinite(values)
                 bad_local = not bool(finite.all())
                 if distmod.any_flag(self.dist, bad_local, self.device):
                     terms = [LOSS_TERMS[i] for i in range(len(LOSS_TERMS)) if not bool(finite[i])]
-                    where = (f"step {step + 1} (epoch {epoch + 1}, batch {index_in_epoch + 1} of the epoch"
-                             + (f", micro-batch {j + 1}" if micro > 1 else "") + ")")
                     what = (", ".join(f"{t} = {float(values[LOSS_TERMS.index(t)])}" for t in terms)
                             if terms else f"on another process (rank != {self.dist.rank})")
                     if cfg.skip_nonfinite:

@@ -113,6 +113,16 @@ def test_nonfinite_loss_stops_naming_step_and_term(mano_file, tmp_path):
     assert read_snapshot(os.path.join(tmp_path / "b", "snapshot_1.pth.tar"))["hands3c"]["skipped_batches"] == 1
 
 
+def test_check_finite_names_the_stage_step_and_sample(mano_file, tmp_path):
+    ds = ContractDataset(2, inf_image_index=1)
+    cfg = base_config(tmp_path / "a", mano_file, batch_size=1, epochs=1, check_finite=True)
+    with pytest.raises(NonFiniteLossError, match=r"step 2 .*the input images are not finite.*samples \[1\]"):
+        train(cfg, train_dataset=ds, log=lambda m: None)
+    # without the check the infinite pixel reaches the loss, which stops the run as non-finite
+    with pytest.raises(NonFiniteLossError, match=r"step 2 .*--skip-nonfinite"):
+        train(cfg.replace(out=str(tmp_path / "b"), check_finite=False), train_dataset=ds, log=lambda m: None)
+
+
 def test_dead_loader_worker_names_the_sample(mano_file, tmp_path):
     cfg = base_config(tmp_path / "a", mano_file, batch_size=4, epochs=1, workers=1)
     with pytest.raises(DataLoaderWorkerError, match=r"was loading sample 2 of ContractDataset"):

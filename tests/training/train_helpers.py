@@ -26,11 +26,12 @@ class ContractDataset(Dataset):
     """``n`` random samples of the data contract at ``size`` px, reproducible from ``seed``.
 
     ``nan_index``: that sample's MANO shape is NaN (a broken annotation); ``kill_index``: loading
-    that sample kills the worker process (SIGKILL; only meaningful with loader workers)."""
+    that sample kills the worker process (SIGKILL; only meaningful with loader workers);
+    ``inf_image_index``: one pixel of that sample's image is infinite."""
 
-    def __init__(self, n=4, size=224, seed=0, nan_index=None, kill_index=None):
+    def __init__(self, n=4, size=224, seed=0, nan_index=None, kill_index=None, inf_image_index=None):
         self.n, self.size, self.seed = n, size, seed
-        self.nan_index, self.kill_index = nan_index, kill_index
+        self.nan_index, self.kill_index, self.inf_image_index = nan_index, kill_index, inf_image_index
         self.epoch = 0
 
     def set_epoch(self, epoch):
@@ -51,8 +52,11 @@ class ContractDataset(Dataset):
         if self.nan_index is not None and i == self.nan_index:
             shape[0] = float("nan")
         f = 1.5 * S
+        image = torch.rand(3, S, S, generator=g)
+        if self.inf_image_index is not None and i == self.inf_image_index:
+            image[1, S // 2, S // 3] = float("inf")
         return {
-            "image": torch.rand(3, S, S, generator=g),
+            "image": image,
             "pose": torch.randn(48, generator=g) * 0.3,
             "shape": shape,
             "joints2d": torch.rand(21, 2, generator=g) * 0.8 + 0.1,
