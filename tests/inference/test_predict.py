@@ -164,3 +164,21 @@ def test_predict_command_errors_are_one_line(tmp_path, capsys):
                    "--out", str(tmp_path)])
     assert status == 1
     assert "neither a file nor a folder" in capsys.readouterr().err
+
+
+def test_load_model_is_channels_last_on_cpu_by_default(synthetic, tmp_path):
+    from handS3C.inference.predict import load_model
+
+    mano = os.path.join(synthetic, "MANO_RIGHT.pkl")
+    model = handS3C.HandS3C(input_size=224, backend="cpu", mano_model_path=mano)
+    ckpt = tmp_path / "snapshot_0.pth.tar"
+    torch.save({"network": model.state_dict(), "epoch": 0}, ckpt)
+    from handS3C.inference.predict import model_memory_format
+
+    w = load_model(str(ckpt), mano, 224, backend="cpu", device="cpu").backbone.layer0[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    assert model_memory_format(model) == torch.contiguous_format
+    cont = load_model(str(ckpt), mano, 224, backend="cpu", device="cpu", memory_format="contiguous")
+    assert cont.backbone.layer0[0].weight.is_contiguous() and model_memory_format(cont) == torch.contiguous_format
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        load_model(str(ckpt), mano, 224, device="cpu", memory_format="nhwc")
