@@ -33,11 +33,11 @@ import json
 import math
 import os
 import pickle
-import tempfile
 from typing import Dict, Optional
 
 import numpy as np
 
+from .._atomic import atomic_write_bytes, atomic_write_json
 from .joint_orders import FREIHAND_TO_HO3D
 from .render import render_mesh, textured_background
 from .synthetic_mano import FLEX_AXES, write_synthetic_mano
@@ -49,26 +49,6 @@ _GL = np.diag([1.0, -1.0, -1.0])
 _HO3D_TRAIN_SEQS, _HO3D_EVAL_SEQS = ("ABF10", "MC1"), ("SM1", "MPM10")
 _DEX_DIRS = ("20200709-subject-01/20200709_141754/836212060125", "20200813-subject-02/20200813_145653/932122060857")
 _SKIN = np.array([0.87, 0.67, 0.55])
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj).encode("utf-8"))
 
 
 def _write_jpeg(path: str, rgb: np.ndarray, quality: int = 92) -> None:

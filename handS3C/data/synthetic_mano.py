@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from typing import Dict, List, Tuple
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 __all__ = ["write_synthetic_mano", "synthetic_mano_dict", "FLEX_AXES", "HANDS_MEAN_FLEX"]
 
@@ -216,17 +217,5 @@ def write_synthetic_mano(path, seed: int = 0) -> str:
     """
     path = os.fspath(path)
     data = synthetic_mano_dict(seed)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mano-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(data, fh, protocol=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: pickle.dump(data, fh, protocol=2))
     return path

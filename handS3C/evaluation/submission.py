@@ -19,54 +19,18 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
-from typing import Callable, Dict, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 __all__ = ["SUBMISSION_FORMATS", "write_submission", "read_submission", "atomic_write", "write_json_atomic",
            "to_submission_frame"]
 
 SUBMISSION_FORMATS = ("freihand", "ho3d")
 _OPENGL = np.array([1.0, -1.0, -1.0])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> str:
-    """Write a file through ``write(fileobj)`` atomically; returns ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; give it the permissions an ordinary open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:   # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
 
 
 def _finite_json(obj):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_write_bytes
 from ..data import augment
 from ..data.decode import decode_image, read_image_bytes, warp_crop
 from .camera import fit_translation, pinhole, project
@@ -228,27 +228,12 @@ def predict_images(model, crops: Sequence[Crop], batch_size: int = 8, focal: Opt
 
 # ---- writers (atomic: temp file in the same folder, fsync, rename) ---------------------------------
 
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_obj(path: str, verts: np.ndarray, faces: np.ndarray) -> None:
     """Wavefront OBJ: ``v x y z`` (metres) per vertex, ``f a b c`` (1-based) per face."""
     lines = ["# HandS3C MANO mesh, metres, camera frame (x right, y down, z forward)"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(verts, dtype=np.float64)]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, dtype=np.int64)]
-    _atomic_write(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def prediction_record(p: Prediction) -> dict:
@@ -272,7 +257,7 @@ def prediction_record(p: Prediction) -> dict:
 
 
 def write_json(path: str, record: dict) -> None:
-    _atomic_write(path, json.dumps(record, indent=1).encode())
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:
@@ -281,7 +266,7 @@ def write_png(path: str, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         raise RuntimeError(f"predict: PNG encoding failed for {path!r}")
-    _atomic_write(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def write_prediction(p: Prediction, faces: np.ndarray, out_dir: str, overlay: bool = True) -> List[str]:

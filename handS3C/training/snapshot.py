@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from .._atomic import TMP_MARK, atomic_write
+
 __all__ = ["snapshot_name", "list_snapshots", "save_snapshot", "read_snapshot", "load_newest_valid",
            "prune_snapshots", "atomic_write_bytes", "SnapshotError", "FAULT_ENV"]
 
@@ -56,44 +58,19 @@ def list_snapshots(folder: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str, data: bytes, fault: Optional[Callable[[int], None]] = None) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, flush, fsync,
-    ``os.replace``, fsync of the folder).  ``fault(bytes_written)`` is a test hook called after
-    the first half is written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            if fault is not None:
-                f.flush()
-                os.fsync(f.fileno())
-                fault(half)
-            f.write(data[half:])
+    """Write ``data`` to ``path`` atomically (:func:`handS3C._atomic.atomic_write`).
+    ``fault(bytes_written)`` is a test hook called after the first half is written and fsync'ed."""
+    def write(f):
+        half = len(data) // 2
+        f.write(data[:half])
+        if fault is not None:
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
+            fault(half)
+        f.write(data[half:])
+
+    atomic_write(path, write)
 
 
 def _fault_hook(completed_epochs: int) -> Optional[Callable[[int], None]]:
@@ -187,7 +164,7 @@ def prune_snapshots(folder: str, keep: int, protect: Optional[str] = None) -> Li
             except FileNotFoundError:
                 pass
     for name in os.listdir(folder):
-        if name.startswith(".snapshot_") and ".tmp-" in name:
+        if name.startswith(".snapshot_") and TMP_MARK in name:
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:
