@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-import pytest
 import torch
 
-from testenv import HAS_GPU, requires_gpu
-from handS3C import _ext, reference
+from testenv import CUDA_MARKS
+from handS3C import reference
 from handS3C.modules import dt_bias_init
 from handS3C.ops.selective_scan import _canonical_bc
 from tolerances import TOL, assert_close, dA_tol, ddelta_tol, du_tol, weight_tol
@@ -27,9 +26,7 @@ from tolerances import TOL, assert_close, dA_tol, ddelta_tol, du_tol, weight_tol
 F64 = torch.float64
 
 # Marks of a GPU case: skipped with a reason without a GPU, or without the built CUDA extension.
-GPU = [requires_gpu, pytest.mark.skipif(HAS_GPU and not _ext.HAS_CUDA_EXT,
-                                        reason="the CUDA extension handS3C._C_cuda is not built"),
-       pytest.mark.gpu]
+GPU = CUDA_MARKS
 
 
 def set_target(env, blocks):

@@ -1,10 +1,13 @@
 """selective_scan_fn on every backend, against the float64 reference and mamba-ssm.
 
-Sections: the C++ CPU kernels (and the "cuda" backend on a GPU through the same
-parametrisation), the Triton kernels (CPU interpreter without a GPU, compiled with one; see
-tests/triton_cases.py), and the CUDA kernels at GPU sizes (tests/cuda_parity.py; skipped with
-the reason given in conftest.py when no GPU is present).  Outputs and every gradient (u, delta,
-A, B, C, D, z, delta_bias, and through last_state) are compared with SPEC §4 tolerances.
+One case table, CASES, serves every backend: a case's ``size`` tag names the targets that run it
+(tests/testenv.py, SIZE_TARGETS): "small" cases run on the C++ CPU kernels and, on a GPU, on the
+CUDA kernels; "tiny" cases on the Triton kernels (the CPU interpreter with the case's launch
+plan, or compiled at scaled-up shapes on a GPU; inputs from tests/triton_cases.py); "gpu" cases
+on the CUDA kernels at GPU sizes (tests/cuda_parity.py).  Targets that need a GPU skip with the
+reason given in testenv.py when none is present.  Outputs and every gradient (u, delta, A, B, C,
+D, z, delta_bias, and through last_state) are compared with SPEC §4 tolerances.  Below the
+table: the CPU kernels' own properties, the Triton operators', the CUDA backend's refusals.
 
 Weight gradients (dA, dD, d(delta_bias), and dB/dC of the input-independent (dim, N) form) are
 sums over the batch and all positions; like the other kernel tests they are compared relative to
@@ -12,12 +15,15 @@ their largest element (max(1, max|ref|)), so float32 summation noise in a large 
 mistaken for an error on its smallest terms.
 """
 
+from dataclasses import dataclass
+from typing import Optional
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testenv import devices_for_test
+from testenv import TARGETS, case_params, devices_for_test
 from handS3C import ops, reference
 from handS3C.ops import selective_scan_fn
 from handS3C.triton_kernels import scan_config
@@ -137,61 +143,192 @@ def run_case(inputs, backend="cpu", device="cpu", last=False, seed=1, against_ma
     return outs, grads
 
 
-# (batch, dim, L, N, dtype, bform, G, D, z, bias, softplus, last_state)
+# ---- the case table: every backend ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One selective_scan_fn shape case; ``size`` picks the backends that run it
+    (testenv.SIZE_TARGETS: "small" cpu and cuda, "tiny" triton, "gpu" cuda at GPU sizes).
+
+    bc is the B/C layout: "const" (dim, N), "var" (batch, N, L), "group" (batch, G, N, L) or
+    "mixed" (B const, C grouped); G is the number of groups of grouped B and C, G_C C's own
+    where it differs from B's; bc_dtype is B/C's dtype where it is not float32 / u's.  D, z,
+    bias say which optional inputs are given; last: last_state is returned and gets a gradient
+    (the Triton check always differentiates through it).  mamba: also compared with mamba-ssm
+    (whose autograd is O(L^2), so small L only).  plan: the launch plan of a tiny case in the
+    Triton interpreter; target_threads: HANDS3C_CUDA_TARGET_THREADS of a gpu case (None: the
+    automatic target).  seed: the input seed (small cases default to L + dim + N).
+    """
+    batch: int
+    dim: int
+    L: int
+    N: int
+    dtype: torch.dtype = F32
+    bc: str = "var"
+    G: int = 1
+    G_C: Optional[int] = None
+    bc_dtype: Optional[torch.dtype] = None
+    D: bool = True
+    z: bool = True
+    bias: bool = True
+    softplus: bool = True
+    last: bool = True
+    size: str = "small"
+    mamba: bool = False
+    plan: Optional[dict] = None
+    target_threads: Optional[int] = None
+    seed: Optional[int] = None
+    name: str = ""
+
+    @property
+    def id(self):
+        if self.name:
+            return self.name
+        flags = "".join(f for f, on in zip("Dzbsl", (self.D, self.z, self.bias, self.softplus, self.last)) if on)
+        groups = f"{self.G}" + (f".{self.G_C}" if self.G_C is not None else "") if self.bc in ("group", "mixed") else ""
+        return (f"b{self.batch}_d{self.dim}_L{self.L}_N{self.N}_{str(self.dtype)[6:]}_{self.bc}{groups}_"
+                f"{flags or 'none'}" + (f"_bc{str(self.bc_dtype)[6:]}" if self.bc_dtype else "")
+                + (f"_t{self.target_threads}" if self.target_threads else ""))
+
+
+def _tiny(name, *shape, plan, **kw):
+    return Case(*shape, size="tiny", plan=plan, name=name, **kw)
+
+
 CASES = [
-    (1, 1, 1, 1, F32, "var", 1, True, True, True, True, True),
-    (3, 3, 7, 4, F32, "const", 1, False, False, False, False, False),
-    (1, 17, 65, 16, F32, "var", 1, True, True, True, True, True),
-    (3, 17, 65, 4, F32, "group", 1, True, False, True, True, False),
-    (3, 64, 65, 16, F32, "group", 4, True, True, False, True, True),     # one 16-lane block per group
-    (1, 64, 256, 16, F32, "var", 1, True, False, True, True, True),      # 4 slices of one group
-    (1, 64, 65, 8, F32, "group", 8, False, True, True, True, False),     # groups of 8: blocks span groups
-    (3, 64, 65, 4, F32, "group", 2, True, True, True, False, True),      # groups of 32 channels
-    (1, 17, 65, 5, F32, "mixed", 1, True, True, True, True, True),       # B (dim,N), C grouped: generic N
-    (1, 3, 65, 64, F32, "var", 1, True, True, True, True, True),         # N = 64
-    (3, 3, 256, 16, F32, "const", 1, True, True, True, True, True),
-    (1, 17, 1024, 16, F32, "var", 1, True, True, True, True, True),
-    (1, 3, 4096, 4, F32, "var", 1, True, False, True, True, True),
-    (3, 17, 65, 16, BF16, "var", 1, True, True, True, True, True),
-    (1, 64, 65, 4, BF16, "group", 4, True, False, True, False, False),
-    (1, 3, 256, 5, BF16, "const", 1, True, True, True, True, True),
-    (3, 17, 65, 16, F16, "var", 1, True, True, True, True, True),
-    (1, 64, 7, 1, F16, "group", 2, False, True, False, True, True),
-    (1, 3, 1024, 16, F16, "const", 1, True, True, True, True, False),
+    # small: the C++ CPU kernels (and the CUDA kernels on a GPU, same shapes)
+    Case(1, 1, 1, 1),
+    Case(3, 3, 7, 4, bc="const", D=False, z=False, bias=False, softplus=False, last=False),
+    Case(1, 17, 65, 16),
+    Case(3, 17, 65, 4, bc="group", z=False, last=False),
+    Case(3, 64, 65, 16, bc="group", G=4, bias=False),             # one 16-lane block per group
+    Case(1, 64, 256, 16, z=False),                                 # 4 slices of one group
+    Case(1, 64, 65, 8, bc="group", G=8, D=False, last=False),      # groups of 8: blocks span groups
+    Case(3, 64, 65, 4, bc="group", G=2, softplus=False),           # groups of 32 channels
+    Case(1, 17, 65, 5, bc="mixed"),                                # B (dim,N), C grouped: generic N
+    Case(1, 3, 65, 64),                                            # N = 64
+    Case(3, 3, 256, 16, bc="const"),
+    Case(1, 17, 1024, 16),
+    Case(1, 3, 4096, 4, z=False),
+    Case(3, 17, 65, 16, BF16),
+    Case(1, 64, 65, 4, BF16, bc="group", G=4, z=False, softplus=False, last=False),
+    Case(1, 3, 256, 5, BF16, bc="const"),
+    Case(3, 17, 65, 16, F16),
+    Case(1, 64, 7, 1, F16, bc="group", G=2, D=False, bias=False),
+    Case(1, 3, 1024, 16, F16, bc="const", last=False),
+    # small, also against mamba-ssm's selective_scan_ref
+    Case(1, 3, 7, 4, mamba=True, seed=52),
+    Case(3, 17, 40, 16, bc="group", z=False, last=False, mamba=True, seed=297),
+    Case(1, 64, 33, 16, bc="const", mamba=True, seed=295),
+    Case(2, 64, 20, 4, bc="group", G=4, D=False, bias=False, softplus=False, mamba=True, seed=204),
+    Case(2, 17, 33, 16, BF16, last=False, mamba=True, seed=248),
+    Case(2, 17, 33, 4, F16, mamba=True, seed=248),
+    # tiny: the Triton kernels, with plans that put every tile/chunk/block boundary inside
+    _tiny("chunks_masked_channels", 2, 3, 15, 4, bc="group", plan=dict(tile=4, chunk_tiles=2, block_d=2)),
+    _tiny("groups_subblocks_N16", 1, 6, 13, 16, bc="group", G=2, z=False,
+          plan=dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)),
+    _tiny("per_channel_N1_plain", 2, 3, 10, 1, bc="const", z=False, D=False, bias=False, softplus=False,
+          plan=dict(tile=4, chunk_tiles=2, block_d=4)),
+    _tiny("bc3d_one_chunk", 1, 5, 9, 16, plan=dict(tile=8, block_d=8, bwd_sub=1)),
+    _tiny("bf16", 2, 3, 15, 4, BF16, bc="group", plan=dict(tile=4, chunk_tiles=2, block_d=4)),
+    _tiny("fp16_3d", 1, 4, 11, 4, F16, bias=False, plan=dict(tile=4, chunk_tiles=2, block_d=4)),
+    _tiny("L1", 1, 3, 1, 2, bc="group", plan=dict(tile=4, block_d=4)),
+    # gpu: the CUDA kernels at GPU sizes
+    Case(2, 64, 1000, 16, bc="group", size="gpu", mamba=True),
+    Case(1, 48, 65, 4, F16, bc="group", size="gpu", mamba=True),
+    Case(2, 128, 777, 16, BF16, bc="group", G=2, G_C=4, size="gpu", mamba=True),
+    Case(1, 32, 2048, 1, D=False, z=False, last=False, size="gpu", mamba=True),
+    Case(2, 40, 300, 8, bc="const", softplus=False, size="gpu", mamba=True),
+    Case(1, 16, 16384, 16, bc="group", size="gpu"),                          # long: chunked with a carry pass
+    Case(1, 64, 4096, 16, F16, bc="group", size="gpu", target_threads=1),    # one segment, one block per tile
+    Case(2, 24, 500, 64, size="gpu"),                                         # generic kernel (N up to 64)
+    Case(1, 33, 129, 12, BF16, bc="group", G=3, G_C=1, bc_dtype=BF16, size="gpu"),
 ]
+TRITON_GPU_SCALE = {"batch": 2, "dim": 8, "L": 40}  # a tiny case's shape on a GPU (automatic plan)
 
 
-def _case_id(c):
-    b, d, L, N, dt, bf, G, hD, hz, hb, sp, last = c
-    flags = "".join(f for f, on in zip(("D", "z", "b", "s", "l"), (hD, hz, hb, sp, last)) if on)
-    return f"b{b}_d{d}_L{L}_N{N}_{str(dt)[6:]}_{bf}{G if bf in ('group', 'mixed') else ''}_{flags or 'none'}"
+def check_small(backend, device, case, against_mamba=False):
+    seed = case.L + case.dim + case.N if case.seed is None else case.seed
+    inputs = make_inputs(case.batch, case.dim, case.L, case.N, case.dtype, case.bc, case.G, case.D, case.z,
+                         case.bias, case.softplus, seed=seed)
+    run_case(inputs, backend=backend, device=device, last=case.last, against_mamba=against_mamba)
 
 
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_matches_float64_reference(device, case):
-    b, d, L, N, dt, bf, G, hD, hz, hb, sp, last = case
-    inputs = make_inputs(b, d, L, N, dt, bf, G, hD, hz, hb, sp, seed=L + d + N)
-    run_case(inputs, backend="cpu" if device == "cpu" else "cuda", device=device, last=last)
+def check_tiny(device, case):
+    """The Triton kernels (with every output poisoned) against the float64 reference: outputs,
+    last_state and every gradient, through a loss on both outputs."""
+    batch, dim, L, N, dtype, has_z = case.batch, case.dim, case.L, case.N, case.dtype, case.z
+    if device == "cuda":
+        batch, dim, L = (max(batch, TRITON_GPU_SCALE["batch"]), dim * TRITON_GPU_SCALE["dim"],
+                         L * TRITON_GPU_SCALE["L"] if L > 1 else 1)
+    layout = {"group": f"g{case.G}", "var": "3d", "const": "2d"}[case.bc]
+    args = tc.ss_inputs(device, batch, dim, L, N, layout, has_z, case.D, case.bias, dtype)
+    g = torch.Generator().manual_seed(1)
+    gy = torch.randn(batch, dim, L, generator=g, dtype=torch.float64).to(device)
+    gl = torch.randn(batch, dim, N, generator=g, dtype=torch.float64).to(device)
+    with tc.plan(device, case.plan):
+        out, last, grads = tc.ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="triton"), args,
+                                   case.softplus, gy, gl)
+    ref_args = [tc.leaf64(a) for a in args]
+    r_out, r_last, r_grads = tc.ss_run(reference.selective_scan_ref64, ref_args, case.softplus, gy, gl)
+
+    assert out.dtype == dtype and last.dtype == torch.float32
+    rt, at = out_tol(dtype)
+    assert_close(out, r_out, rt, at, "out")
+    assert_close(last, r_last, rt, at, "last_state")
+    names = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
+    tols = {"du": du_tol(dtype), "ddelta": ddelta_tol(dtype), "dA": dA_tol(dtype, has_z),
+            "dz": du_tol(dtype)}
+    present = [n for n, a in zip(names, args) if a is not None]
+    for name, got, want, arg in zip(present, grads, r_grads, [a for a in args if a is not None]):
+        assert got.shape == arg.shape and got.dtype == arg.dtype, name
+        r, a = tols.get(name, weight_tol(dtype, has_z))
+        if arg.dtype != torch.float32:  # half-precision gradients are rounded to their dtype
+            r, a = max(r, out_tol(arg.dtype)[0] * 2), max(a, out_tol(arg.dtype)[1] * 2)
+        assert_close(got, want, r, a, name)
 
 
-# mamba-ssm's autograd costs O(L^2) (SPEC §5): small L only.
-MAMBA_CASES = [
-    (1, 3, 7, 4, F32, "var", 1, True, True, True, True, True),
-    (3, 17, 40, 16, F32, "group", 1, True, False, True, True, False),
-    (1, 64, 33, 16, F32, "const", 1, True, True, True, True, True),
-    (2, 64, 20, 4, F32, "group", 4, False, True, False, False, True),
-    (2, 17, 33, 16, BF16, "var", 1, True, True, True, True, False),
-    (2, 17, 33, 4, F16, "var", 1, True, True, True, True, True),
-]
+def gpu_case(case):
+    """A gpu case as tests/cuda_parity.py's SSCase (inputs, float64 reference, comparison)."""
+    return cp.SSCase(case.batch, case.dim, case.L, case.N, dtype=case.dtype,
+                     bc={"group": "4d", "var": "3d", "const": "2d"}[case.bc], groups_b=case.G,
+                     groups_c=case.G if case.G_C is None else case.G_C, bc_dtype=case.bc_dtype,
+                     has_D=case.D, has_z=case.z, has_db=case.bias, softplus=case.softplus, dlast=case.last,
+                     target_threads=case.target_threads, seed=case.seed or 0)
 
 
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("case", MAMBA_CASES, ids=_case_id)
-def test_matches_mamba_selective_scan_ref(device, case):
-    b, d, L, N, dt, bf, G, hD, hz, hb, sp, last = case
-    inputs = make_inputs(b, d, L, N, dt, bf, G, hD, hz, hb, sp, seed=7 * L + d)
-    run_case(inputs, backend="cpu" if device == "cpu" else "cuda", device=device, last=last, against_mamba=True)
+@pytest.mark.parametrize("target,case", case_params(CASES))
+def test_matches_float64_reference(request, target, case):
+    backend, device = TARGETS[target]
+    if case.size == "tiny":
+        check_tiny(device, case)
+    elif case.size == "gpu":
+        c = gpu_case(case)
+        cp.set_target(request.getfixturevalue("cuda_env"), c.target_threads)
+        inp = cp.ss_inputs(c)
+        cp.ss_compare(c, cp.ss_run_api(c, inp, device="cuda"), cp.ss_reference(c, inp, device="cuda"), tag=c.id())
+    else:
+        check_small(backend, device, case)
+
+
+@pytest.mark.parametrize("target,case", case_params(CASES, keep=lambda c: c.mamba))
+def test_matches_mamba_selective_scan_ref(request, target, case):
+    """Against mamba-ssm: its selective_scan_ref in the same dtype (small cases), its compiled
+    selective_scan_fn on a GPU (gpu cases)."""
+    backend, device = TARGETS[target]
+    if case.size == "small":
+        check_small(backend, device, case, against_mamba=True)
+        return
+    request.getfixturevalue("cuda_env")
+    if reference.mamba_selective_scan_cuda_fn() is None:
+        pytest.skip("mamba-ssm's compiled selective_scan_fn (selective_scan_cuda) is not installed")
+    c = gpu_case(case)
+    if c.bc_dtype is not None or (c.bc == "4d" and c.groups_b != c.groups_c):
+        pytest.skip("mamba-ssm needs B and C of one layout and dtype")
+    inp = cp.ss_inputs(c)
+    ours = cp.ss_run_api(c, inp, device="cuda")
+    theirs = cp.ss_run_api(c, inp, device="cuda", backend="reference")  # mamba's CUDA kernel on CUDA
+    cp.ss_compare(c, ours, theirs, tag="vs mamba " + c.id())
 
 
 def test_gradient_through_last_state_only():
@@ -391,59 +528,6 @@ def test_raw_operator_checks_its_arguments():
 
 # ---- Triton (backend="triton") --------------------------------------------------------------------
 
-# name: (batch, dim, L, N, B/C layout, z, D, delta_bias, softplus, dtype, CPU plan)
-#   layout "g<G>" = (batch, G, N, L); "3d" = (batch, N, L); "2d" = (dim, N) per channel.
-TRITON_CASES = {
-    "chunks_masked_channels": (2, 3, 15, 4, "g1", True, True, True, True, torch.float32,
-                               dict(tile=4, chunk_tiles=2, block_d=2)),
-    "groups_subblocks_N16": (1, 6, 13, 16, "g2", False, True, True, True, torch.float32,
-                             dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)),
-    "per_channel_N1_plain": (2, 3, 10, 1, "2d", False, False, False, False, torch.float32,
-                             dict(tile=4, chunk_tiles=2, block_d=4)),
-    "bc3d_one_chunk": (1, 5, 9, 16, "3d", True, True, True, True, torch.float32,
-                       dict(tile=8, block_d=8, bwd_sub=1)),
-    "bf16": (2, 3, 15, 4, "g1", True, True, True, True, torch.bfloat16,
-             dict(tile=4, chunk_tiles=2, block_d=4)),
-    "fp16_3d": (1, 4, 11, 4, "3d", True, True, False, True, torch.float16,
-                dict(tile=4, chunk_tiles=2, block_d=4)),
-    "L1": (1, 3, 1, 2, "g1", True, True, True, True, torch.float32, dict(tile=4, block_d=4)),
-}
-TRITON_GPU_SCALE = {"batch": 2, "dim": 8, "L": 40}
-
-
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("case", list(TRITON_CASES))
-def test_triton_matches_float64_reference(device, case):
-    batch, dim, L, N, layout, has_z, has_d, has_db, softplus, dtype, cfg = TRITON_CASES[case]
-    if device == "cuda":
-        batch, dim, L = (max(batch, TRITON_GPU_SCALE["batch"]), dim * TRITON_GPU_SCALE["dim"],
-                         L * TRITON_GPU_SCALE["L"] if L > 1 else 1)
-    args = tc.ss_inputs(device, batch, dim, L, N, layout, has_z, has_d, has_db, dtype)
-    g = torch.Generator().manual_seed(1)
-    gy = torch.randn(batch, dim, L, generator=g, dtype=torch.float64).to(device)
-    gl = torch.randn(batch, dim, N, generator=g, dtype=torch.float64).to(device)
-    with tc.plan(device, cfg):
-        out, last, grads = tc.ss_run(lambda *a, **k: selective_scan_fn(*a, **k, backend="triton"), args,
-                                   softplus, gy, gl)
-    ref_args = [tc.leaf64(a) for a in args]
-    r_out, r_last, r_grads = tc.ss_run(reference.selective_scan_ref64, ref_args, softplus, gy, gl)
-
-    assert out.dtype == dtype and last.dtype == torch.float32
-    rt, at = out_tol(dtype)
-    assert_close(out, r_out, rt, at, "out")
-    assert_close(last, r_last, rt, at, "last_state")
-    names = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
-    tols = {"du": du_tol(dtype), "ddelta": ddelta_tol(dtype), "dA": dA_tol(dtype, has_z),
-            "dz": du_tol(dtype)}
-    present = [n for n, a in zip(names, args) if a is not None]
-    for name, got, want, arg in zip(present, grads, r_grads, [a for a in args if a is not None]):
-        assert got.shape == arg.shape and got.dtype == arg.dtype, name
-        r, a = tols.get(name, weight_tol(dtype, has_z))
-        if arg.dtype != torch.float32:  # half-precision gradients are rounded to their dtype
-            r, a = max(r, out_tol(arg.dtype)[0] * 2), max(a, out_tol(arg.dtype)[1] * 2)
-        assert_close(got, want, r, a, name)
-
-
 @pytest.mark.parametrize("device", devices_for_test())
 def test_triton_last_state_only_gradient(device):
     """Gradient flowing in only through last_state (dout is zero), across chunks."""
@@ -507,40 +591,3 @@ def test_triton_opcheck(device, name):
     ss = tc.ss_inputs(device, 1, 3, 6, 2, "g1", True, True, True, torch.float32, seed=11)
     tc.opcheck("selective_scan", name, (*ss, True, 4, 1, 2, True),
                lambda o: (torch.randn_like(o[0]), torch.randn_like(o[1]), *tc.detached(ss), True, o[2], 4, 1, 2, 1))
-
-
-# ---- CUDA kernels at GPU sizes (backend="cuda") ---------------------------------------------------
-
-CUDA_CASES = [
-    cp.SSCase(2, 64, 1000, 16),
-    cp.SSCase(1, 48, 65, 4, dtype=torch.float16),
-    cp.SSCase(2, 128, 777, 16, dtype=torch.bfloat16, groups_b=2, groups_c=4),
-    cp.SSCase(1, 32, 2048, 1, bc="3d", has_D=False, has_z=False, dlast=False),
-    cp.SSCase(2, 40, 300, 8, bc="2d", softplus=False),
-    cp.SSCase(1, 16, 16384, 16, target_threads=None),                   # long: chunked with a carry pass
-    cp.SSCase(1, 64, 4096, 16, dtype=torch.float16, target_threads=1),  # one segment, one block per tile
-    cp.SSCase(2, 24, 500, 64, bc="3d"),                                # generic kernel (N up to 64)
-    cp.SSCase(1, 33, 129, 12, dtype=torch.bfloat16, bc_dtype=torch.bfloat16, groups_b=3, groups_c=1),
-]
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES])
-def test_selective_scan_cuda(cuda_env, case):
-    cp.set_target(cuda_env, case.target_threads)
-    inp = cp.ss_inputs(case)
-    got = cp.ss_run_api(case, inp, device="cuda")
-    ref = cp.ss_reference(case, inp, device="cuda")
-    cp.ss_compare(case, got, ref, tag=case.id())
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES[:5]])
-def test_selective_scan_cuda_vs_mamba(cuda_env, case):
-    fn = reference.mamba_selective_scan_cuda_fn()
-    if fn is None:
-        pytest.skip("mamba-ssm's compiled selective_scan_fn (selective_scan_cuda) is not installed")
-    if case.bc_dtype is not None or (case.bc == "4d" and case.groups_b != case.groups_c):
-        pytest.skip("mamba-ssm needs B and C of one layout and dtype")
-    inp = cp.ss_inputs(case)
-    ours = cp.ss_run_api(case, inp, device="cuda")
-    theirs = cp.ss_run_api(case, inp, device="cuda", backend="reference")  # mamba's CUDA kernel on CUDA
-    cp.ss_compare(case, ours, theirs, tag="vs mamba " + case.id())
