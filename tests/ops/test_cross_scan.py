@@ -1,18 +1,24 @@
 """cross_scan_selective_scan on every backend, against the float64 reference and the published path.
 
-Sections: the C++ CPU kernels (the same parametrisation runs the "cuda" backend, with larger
-shapes where noted, on a GPU), the Triton kernels (see tests/triton_cases.py), and the CUDA
-kernels at GPU sizes including the channel branch's real lengths (tests/cuda_parity.py).  GPU
-cases skip with the reason given in conftest.py when no GPU is present.
+One case table, CASES, serves every backend: a case's ``size`` tag names the targets that run it
+(tests/testenv.py, SIZE_TARGETS): "small" cases run on the C++ CPU kernels and, on a GPU, on the
+CUDA kernels; "tiny" cases on the Triton kernels (the CPU interpreter with the case's launch
+plan, or compiled at scaled-up shapes on a GPU; inputs from tests/triton_cases.py); "gpu" cases
+on the CUDA kernels at GPU sizes, including the channel branch's real lengths
+(tests/cuda_parity.py).  Targets that need a GPU skip with the reason given in testenv.py when
+none is present.  Below the table: the CPU kernels' own properties, the Triton operators',
+the CUDA backend's.
 """
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testenv import devices_for_test, requires_gpu
+from testenv import TARGETS, case_params, devices_for_test, requires_gpu
 from handS3C import ops, reference
 from handS3C.ops import cross_scan_selective_scan
 from handS3C.triton_kernels import scan_config
@@ -61,43 +67,135 @@ def check_against_float64(args, backend, with_grad=True, seed=1):
         assert_close(got / scale, exp / scale, rt, at, f"d{name}")
 
 
-# (batch, D, P, Q, N, R): odd D, single row / column planes, non-square planes, N in {1,4,16},
-# L = P*Q from 1 to 1024 (including 65 and L not a multiple of the 64-step chunk).
-SHAPES = [
-    (1, 1, 1, 1, 1, 1),
-    (3, 3, 7, 9, 4, 2),
-    (1, 17, 1, 65, 16, 4),
-    (3, 17, 65, 1, 1, 2),
-    (1, 64, 7, 9, 16, 4),
-    (3, 1, 16, 16, 4, 1),
-    (1, 3, 32, 32, 16, 4),
-    (1, 20, 5, 13, 5, 3),   # N outside the specialised set (generic path), D not a multiple of 16
+# ---- the case table: every backend ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One cross_scan_selective_scan shape case (u is batch x D x P x Q); ``size`` picks the
+    backends that run it (testenv.SIZE_TARGETS: "small" cpu and cuda, "tiny" triton, "gpu"
+    cuda at GPU sizes).
+
+    layout: how u is laid out: "contig"; "channel", the S3C channel branch's permuted view
+    (storage batch x P x Q x D, as the block's (B, d_inner, H, W) tensor seen as (B, W, d_inner, H));
+    "perm", a tiny case's (batch x Q x D x P) storage; "transposed", P and Q swapped in
+    storage, not addressable with one plane stride.  dtype is u's (gpu cases).  published:
+    also compared with the published composition on mamba-ssm's compiled scan (gpu cases).
+    plan: a tiny case's launch plan in the Triton interpreter; target_threads:
+    HANDS3C_CUDA_TARGET_THREADS of a gpu case.  seed: the input seed.
+    """
+    batch: int
+    D: int
+    P: int
+    Q: int
+    N: int
+    R: int
+    dtype: torch.dtype = F32
+    layout: str = "contig"
+    size: str = "small"
+    published: bool = False
+    plan: Optional[dict] = None
+    target_threads: Optional[int] = None
+    seed: int = 0
+    name: str = ""
+
+    @property
+    def id(self):
+        if self.name:
+            return self.name
+        return (f"B{self.batch}_D{self.D}_{self.P}x{self.Q}_N{self.N}_R{self.R}"
+                + (f"_{str(self.dtype)[6:]}" if self.dtype != F32 else "")
+                + (f"_{self.layout}" if self.layout != "contig" else "")
+                + (f"_t{self.target_threads}" if self.target_threads else ""))
+
+
+def _tiny(name, *shape, plan, **kw):
+    return Case(*shape, size="tiny", plan=plan, name=name, **kw)
+
+
+CASES = [
+    # small: odd D, single row / column planes, non-square planes, N in {1, 4, 16}, L = P*Q from
+    # 1 to 1024 (including 65 and L not a multiple of the 64-step chunk), then the branches
+    Case(1, 1, 1, 1, 1, 1),
+    Case(3, 3, 7, 9, 4, 2),
+    Case(1, 17, 1, 65, 16, 4),
+    Case(3, 17, 65, 1, 1, 2),
+    Case(1, 64, 7, 9, 16, 4),
+    Case(3, 1, 16, 16, 4, 1),
+    Case(1, 3, 32, 32, 16, 4),
+    Case(1, 20, 5, 13, 5, 3),   # N outside the specialised set (generic path), D not a multiple of 16
+    # HandS3C's spatial branch geometry (32x32 plane) at a reduced channel count
+    Case(1, 64, 32, 32, 16, 16, seed=3, name="spatial_branch_32x32"),
+    # the channel branch: a 512x32 plane (L = 16384) at D = W = 32, passed as a permuted view
+    Case(1, 32, 512, 32, 16, 16, layout="channel", seed=4, name="channel_branch_512x32"),
+    # tiny: the Triton kernels, with plans that put every tile/chunk/block boundary inside
+    _tiny("plane3x5_chunks", 2, 3, 3, 5, 4, 2, plan=dict(tile=4, chunk_tiles=2, block_d=2, bwd_sub=1)),
+    _tiny("row1x7_N1_subblocks", 1, 3, 1, 7, 1, 2, plan=dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)),
+    _tiny("col7x1", 1, 2, 7, 1, 3, 1, plan=dict(tile=2, chunk_tiles=2, block_d=4)),
+    _tiny("perm5x4_N16_one_chunk", 1, 4, 5, 4, 16, 3, layout="perm", plan=dict(tile=8, block_d=4)),
+    _tiny("square4x4_exact_tiles", 1, 2, 4, 4, 4, 2, plan=dict(tile=4, chunk_tiles=3, block_d=2)),
+    # gpu: the CUDA kernels at GPU sizes, including the channel branch's real lengths
+    Case(2, 64, 32, 32, 16, 4, size="gpu", published=True),                 # the spatial branch's plane
+    Case(1, 48, 7, 9, 4, 3, size="gpu", published=True),
+    Case(1, 32, 1, 300, 1, 2, size="gpu"),                                   # one row
+    Case(2, 16, 257, 1, 16, 4, size="gpu", target_threads=10**6),            # one column, segmented
+    Case(1, 32, 128, 32, 16, 16, layout="channel", size="gpu"),              # channel branch layout, L = 4096
+    Case(1, 28, 512, 28, 16, 16, layout="channel", size="gpu"),              # FreiHAND channel branch, L = 14336
+    Case(1, 32, 512, 32, 16, 16, layout="channel", size="gpu"),              # HO3D channel branch, L = 16384
+    Case(1, 96, 16, 16, 16, 6, torch.bfloat16, layout="transposed", size="gpu", target_threads=1),
+    Case(1, 20, 10, 13, 64, 2, size="gpu"),                                  # generic kernel
 ]
 
 
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
-def test_matches_float64_reference(device, shape):
-    backend = "cpu" if device == "cpu" else "cuda"
-    check_against_float64(make_inputs(*shape, device=device), backend)
+def check_small(backend, device, case):
+    u, *params = make_inputs(case.batch, case.D, case.P, case.Q, case.N, case.R, seed=case.seed, device=device)
+    if case.layout == "channel":
+        base = torch.randn(case.batch, case.P, case.Q, case.D,
+                           generator=torch.Generator().manual_seed(case.seed + 1)).to(device)
+        u = base.permute(0, 3, 1, 2)  # (B, W, d_inner, H): no copy
+        assert not u.is_contiguous()
+    check_against_float64([u] + params, backend)
 
 
-@pytest.mark.parametrize("device", devices_for_test())
-def test_spatial_branch_shape(device):
-    """HandS3C's spatial branch geometry (32x32 plane) at a reduced channel count."""
-    backend = "cpu" if device == "cpu" else "cuda"
-    check_against_float64(make_inputs(1, 64, 32, 32, 16, 16, seed=3, device=device), backend)
+def check_tiny(device, case):
+    Bn, D, P, Q = case.batch, case.D, case.P, case.Q
+    if device == "cuda":
+        Bn, D, P, Q = 2, D * 16, P * 4, Q * 4
+    tc.cs_check(device, tc.cs_inputs(device, Bn, D, P, Q, case.N, case.R, case.layout), case.plan)
 
 
-@pytest.mark.parametrize("device", devices_for_test())
-def test_channel_branch_plane(device):
-    """The channel branch: a 512x32 plane (L = 16384) at D = W = 32, passed as a permuted view."""
-    backend = "cpu" if device == "cpu" else "cuda"
-    u, *params = make_inputs(1, 32, 512, 32, 16, 16, seed=4, device=device)
-    base = torch.randn(1, 512, 32, 32, generator=torch.Generator().manual_seed(5)).to(device)
-    view = base.permute(0, 3, 1, 2)  # (B, W, d_inner, H): no copy
-    assert not view.is_contiguous()
-    check_against_float64([view] + params, backend)
+def gpu_case(case):
+    """A gpu case as tests/cuda_parity.py's CSCase (inputs, float64 reference, comparison)."""
+    return cp.CSCase(case.batch, case.D, case.P, case.Q, case.N, case.R, dtype=case.dtype, layout=case.layout,
+                     target_threads=case.target_threads, seed=case.seed)
+
+
+@pytest.mark.parametrize("target,case", case_params(CASES))
+def test_matches_float64_reference(request, target, case):
+    backend, device = TARGETS[target]
+    if case.size == "tiny":
+        check_tiny(device, case)
+    elif case.size == "gpu":
+        c = gpu_case(case)
+        cp.set_target(request.getfixturevalue("cuda_env"), c.target_threads)
+        inp = cp.cs_inputs(c)
+        cp.cs_compare(c, cp.cs_run_api(c, inp, device="cuda"), cp.cs_reference(c, inp, device="cuda"), tag=c.id())
+    else:
+        check_small(backend, device, case)
+
+
+@pytest.mark.parametrize("target,case", case_params(CASES, keep=lambda c: c.published))
+def test_matches_published_path(request, target, case):
+    """Against the published composition with mamba-ssm's CUDA scan, when it is installed."""
+    request.getfixturevalue("cuda_env")
+    if reference.mamba_selective_scan_cuda_fn() is None:
+        pytest.skip("mamba-ssm's compiled selective_scan_fn (selective_scan_cuda) is not installed")
+    c = gpu_case(case)
+    inp = cp.cs_inputs(c)
+    out, _ = cp.cs_run_api(c, inp, device="cuda")
+    args = [inp[k].cuda() for k in cp.CS_GRAD_NAMES]
+    ref = reference.cross_scan_selective_scan_ref(args[0].float(), *args[1:])
+    r, a = cp.TOL[torch.float32]
+    cp.assert_close(out, ref.cpu(), r, a, "vs published path")
 
 
 def test_strided_and_contiguous_inputs_agree():
@@ -227,25 +325,6 @@ def test_auto_backend_on_gpu_matches_cpu():
 
 # ---- Triton (backend="triton") --------------------------------------------------------------------
 
-# name: (B, D, P, Q, N, R, u layout, CPU plan); "perm" = the channel branch's permuted view
-TRITON_CASES = {
-    "plane3x5_chunks": (2, 3, 3, 5, 4, 2, "contig", dict(tile=4, chunk_tiles=2, block_d=2, bwd_sub=1)),
-    "row1x7_N1_subblocks": (1, 3, 1, 7, 1, 2, "contig", dict(tile=4, chunk_tiles=1, block_d=2, bwd_sub=2)),
-    "col7x1": (1, 2, 7, 1, 3, 1, "contig", dict(tile=2, chunk_tiles=2, block_d=4)),
-    "perm5x4_N16_one_chunk": (1, 4, 5, 4, 16, 3, "perm", dict(tile=8, block_d=4)),
-    "square4x4_exact_tiles": (1, 2, 4, 4, 4, 2, "contig", dict(tile=4, chunk_tiles=3, block_d=2)),
-}
-
-
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("case", list(TRITON_CASES))
-def test_triton_matches_float64_reference(device, case):
-    Bn, D, P, Q, N, R, layout, cfg = TRITON_CASES[case]
-    if device == "cuda":
-        Bn, D, P, Q = 2, D * 16, P * 4, Q * 4
-    tc.cs_check(device, tc.cs_inputs(device, Bn, D, P, Q, N, R, layout), cfg)
-
-
 @pytest.mark.parametrize("device", devices_for_test())
 @pytest.mark.parametrize("chunk_tiles", [0, 1], ids=["one_launch_4dirs", "chunked_2families"])
 @pytest.mark.parametrize("direction", [0, 1, 2, 3])
@@ -307,40 +386,3 @@ def test_triton_opcheck(device, name):
     cs = tc.cs_inputs(device, 1, 2, 2, 3, 2, 1, "contig", seed=12)
     tc.opcheck("cross_scan", name, (*cs, 4, 1, 2, True),
                lambda o: (torch.randn_like(o[0]), *tc.detached(cs), o[1], o[2], 4, 1, 2, 1))
-
-
-# ---- CUDA kernels at GPU sizes (backend="cuda") ---------------------------------------------------
-
-CUDA_CASES = [
-    cp.CSCase(2, 64, 32, 32, 16, 4),                          # the spatial branch's plane
-    cp.CSCase(1, 48, 7, 9, 4, 3),
-    cp.CSCase(1, 32, 1, 300, 1, 2),                           # one row
-    cp.CSCase(2, 16, 257, 1, 16, 4, target_threads=10**6),     # one column, segmented
-    cp.CSCase(1, 32, 128, 32, 16, 16, layout="channel"),      # channel branch layout, L = 4096
-    cp.CSCase(1, 28, 512, 28, 16, 16, layout="channel"),      # FreiHAND channel branch, L = 14336
-    cp.CSCase(1, 32, 512, 32, 16, 16, layout="channel"),      # HO3D channel branch, L = 16384
-    cp.CSCase(1, 96, 16, 16, 16, 6, dtype=torch.bfloat16, layout="transposed", target_threads=1),
-    cp.CSCase(1, 20, 10, 13, 64, 2),                          # generic kernel
-]
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES])
-def test_cross_scan_cuda(cuda_env, case):
-    cp.set_target(cuda_env, case.target_threads)
-    inp = cp.cs_inputs(case)
-    got = cp.cs_run_api(case, inp, device="cuda")
-    ref = cp.cs_reference(case, inp, device="cuda")
-    cp.cs_compare(case, got, ref, tag=case.id())
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES[:2]])
-def test_cross_scan_cuda_vs_published_path(cuda_env, case):
-    """Against the published composition with mamba-ssm's CUDA scan, when it is installed."""
-    if reference.mamba_selective_scan_cuda_fn() is None:
-        pytest.skip("mamba-ssm's compiled selective_scan_fn (selective_scan_cuda) is not installed")
-    inp = cp.cs_inputs(case)
-    out, _ = cp.cs_run_api(case, inp, device="cuda")
-    args = [inp[k].cuda() for k in cp.CS_GRAD_NAMES]
-    ref = reference.cross_scan_selective_scan_ref(args[0].float(), *args[1:])
-    r, a = cp.TOL[torch.float32]
-    cp.assert_close(out, ref.cpu(), r, a, "vs published path")
