@@ -1,12 +1,19 @@
 """s3c_merge: LayerNorm(y_spatial + y_channel) * SiLU(z), fused, on every backend, against the reference.
 
-Sections: the C++ CPU kernel (the same parametrisation runs the "cuda" backend on a GPU), the
-Triton kernel (see tests/triton_cases.py) and the CUDA kernel at GPU sizes (tests/cuda_parity.py).
+One case table, CASES, serves every backend: a case's ``size`` tag names the targets that run it
+(tests/testenv.py, SIZE_TARGETS): "small" cases run on the C++ CPU kernel and, on a GPU, on the
+CUDA kernel; "tiny" cases on the Triton kernel (the CPU interpreter, or compiled at 4x the shape
+on a GPU; inputs from tests/triton_cases.py); "gpu" cases on the CUDA kernel at GPU sizes
+(tests/cuda_parity.py).  Targets that need a GPU skip with the reason given in testenv.py when
+none is present.  Below the table: the CPU kernel's own properties and the Triton operators'.
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import pytest
 import torch
 
-from testenv import devices_for_test
+from testenv import TARGETS, case_params, devices_for_test
 from handS3C import ops, reference
 from handS3C.ops import s3c_merge
 from handS3C.triton_kernels import scan_config
@@ -14,9 +21,6 @@ from tolerances import assert_close, out_tol, weight_tol
 
 import cuda_parity as cp
 import triton_cases as tc
-
-SHAPES = [(3, 1), (2, 5, 7), (2, 4, 6, 64), (1, 9, 7, 33), (2, 3, 20, 24), (2, 32, 32, 512)]
-
 
 def make(shape, zdtype=torch.float32, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -29,11 +33,50 @@ def make(shape, zdtype=torch.float32, device="cpu", seed=0):
     return [t.to(device) for t in (ys, yc, z, w, b)]
 
 
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("zdtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-def test_matches_float64(device, shape, zdtype):
-    backend = "cpu" if device == "cpu" else "cuda"
+# ---- the case table: every backend ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One s3c_merge shape case; ``size`` picks the backends that run it (testenv.SIZE_TARGETS:
+    "small" cpu and cuda, "tiny" triton, "gpu" cuda at GPU sizes).
+
+    shape: the (..., C) shape of every input but the (C,) weight and bias; for a tiny case the
+    shape of the tensors that ``perm`` permutes into (..., C) views.  zdtype: the gate z's
+    dtype.  permuted: a gpu case's branch outputs are the block's permuted (..., C) views.
+    """
+    shape: tuple
+    zdtype: torch.dtype = torch.float32
+    size: str = "small"
+    perm: Optional[tuple] = None
+    permuted: bool = False
+    name: str = ""
+
+    @property
+    def id(self):
+        return self.name or ("x".join(map(str, self.shape)) + f"_{str(self.zdtype)[6:]}"
+                             + ("_perm" if self.permuted else ""))
+
+
+CASES = [
+    # small: one to four dimensions, C from 1 to 512, every z dtype
+    *(Case(shape, zdtype) for shape in [(3, 1), (2, 5, 7), (2, 4, 6, 64), (1, 9, 7, 33), (2, 3, 20, 24),
+                                        (2, 32, 32, 512)]
+      for zdtype in (torch.float32, torch.bfloat16, torch.float16)),
+    # tiny: the Triton kernel on (..., C) views of permuted tensors
+    Case((2, 6, 3, 5), size="tiny", perm=(0, 2, 3, 1), name="nchw_view_f32"),
+    Case((2, 6, 3, 5), torch.bfloat16, size="tiny", perm=(0, 2, 3, 1), name="nchw_view_bf16_gate"),
+    Case((7, 5), size="tiny", perm=(0, 1), name="rows_2d"),
+    Case((2, 3, 4, 5, 6), size="tiny", perm=(0, 4, 2, 1, 3), name="five_dims"),
+    # gpu: the CUDA kernel at GPU sizes
+    Case((2, 32, 32, 512), size="gpu", permuted=True),
+    Case((3, 7, 100), size="gpu"),
+    Case((1000, 64), torch.bfloat16, size="gpu"),
+    Case((5, 2000), torch.float16, size="gpu"),
+]
+
+
+def check_small(backend, device, case):
+    shape, zdtype = case.shape, case.zdtype
     args = make(shape, zdtype, device)
     leaves = [a.clone().requires_grad_(True) for a in args]
     out = ops.s3c_merge(*leaves, eps=1e-5, backend=backend)
@@ -49,6 +92,46 @@ def test_matches_float64(device, shape, zdtype):
         scale = max(1.0, b.abs().max().item())
         tol = out_tol(zdtype) if name == "z" else weight_tol(torch.float32)
         assert_close(a.float() / scale, b / scale, *tol, f"d{name}")
+
+
+def check_tiny(device, case):
+    src = case.shape if device == "cpu" else tuple(s * 4 for s in case.shape)
+    args = tc.merge_inputs(device, src, case.perm, case.zdtype)
+    gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
+    with scan_config(poison=True):
+        out = s3c_merge(*args, backend="triton")
+        grads = torch.autograd.grad((out.double() * gy).sum(), args)
+    ref_args = [tc.leaf64(a) for a in args]
+    r_out = reference.s3c_merge_ref(*ref_args)
+    r_grads = torch.autograd.grad((r_out * gy).sum(), ref_args)
+    assert out.dtype == torch.float32 and out.shape == args[0].shape
+    assert_close(out, r_out, *out_tol(torch.float32), "out")
+    for name, got, want, arg in zip(["dy_spatial", "dy_channel", "dz", "dweight", "dbias"], grads, r_grads, args):
+        assert got.dtype == arg.dtype, name
+        tol = out_tol(arg.dtype) if arg.dtype != torch.float32 else weight_tol(torch.float32)
+        assert_close(got, want, *tol, name)
+
+
+def check_gpu(case):
+    c = cp.MergeCase(case.shape, zdtype=case.zdtype, permuted=case.permuted)
+    inp = cp.merge_inputs(c)
+    leaves = {k: cp._leaf(inp[k], "cuda") for k in cp.MERGE_GRAD_NAMES}
+    out = s3c_merge(*(leaves[k] for k in cp.MERGE_GRAD_NAMES), backend="cuda")
+    out.backward(inp["dout"].cuda())
+    got = (out.detach().cpu(), {k: leaves[k].grad.cpu() for k in cp.MERGE_GRAD_NAMES})
+    cp.merge_compare(c, got, cp.merge_reference(c, inp), tag=c.id())
+
+
+@pytest.mark.parametrize("target,case", case_params(CASES))
+def test_matches_float64_reference(request, target, case):
+    backend, device = TARGETS[target]
+    if case.size == "tiny":
+        check_tiny(device, case)
+    elif case.size == "gpu":
+        request.getfixturevalue("cuda_env")
+        check_gpu(case)
+    else:
+        check_small(backend, device, case)
 
 
 def test_permuted_views_as_in_the_block():
@@ -133,37 +216,6 @@ def test_strided_views_forward_and_backward(zdtype):
 
 # ---- Triton (backend="triton") --------------------------------------------------------------------
 
-# (source shape, permutation giving (..., C), z dtype)
-TRITON_CASES = {
-    "nchw_view_f32": ((2, 6, 3, 5), (0, 2, 3, 1), torch.float32),
-    "nchw_view_bf16_gate": ((2, 6, 3, 5), (0, 2, 3, 1), torch.bfloat16),
-    "rows_2d": ((7, 5), (0, 1), torch.float32),
-    "five_dims": ((2, 3, 4, 5, 6), (0, 4, 2, 1, 3), torch.float32),
-}
-
-
-@pytest.mark.parametrize("device", devices_for_test())
-@pytest.mark.parametrize("case", list(TRITON_CASES))
-def test_triton_matches_float64_reference(device, case):
-    src, perm, zdt = TRITON_CASES[case]
-    if device == "cuda":
-        src = tuple(s * 4 for s in src)
-    args = tc.merge_inputs(device, src, perm, zdt)
-    gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
-    with scan_config(poison=True):
-        out = s3c_merge(*args, backend="triton")
-        grads = torch.autograd.grad((out.double() * gy).sum(), args)
-    ref_args = [tc.leaf64(a) for a in args]
-    r_out = reference.s3c_merge_ref(*ref_args)
-    r_grads = torch.autograd.grad((r_out * gy).sum(), ref_args)
-    assert out.dtype == torch.float32 and out.shape == args[0].shape
-    assert_close(out, r_out, *out_tol(torch.float32), "out")
-    for name, got, want, arg in zip(["dy_spatial", "dy_channel", "dz", "dweight", "dbias"], grads, r_grads, args):
-        assert got.dtype == arg.dtype, name
-        tol = out_tol(arg.dtype) if arg.dtype != torch.float32 else weight_tol(torch.float32)
-        assert_close(got, want, *tol, name)
-
-
 def test_triton_matches_cpu_backend():
     args = tc.merge_inputs("cpu", (2, 6, 3, 5), (0, 2, 3, 1), torch.float32, seed=3)
     gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(2))
@@ -183,23 +235,3 @@ def test_triton_opcheck(device, name):
     """torch.library.opcheck of hands3c::s3c_merge_{fwd,bwd}_triton."""
     mg = tc.merge_inputs(device, (2, 5, 3), (0, 2, 1), torch.float32, seed=13)
     tc.opcheck("s3c_merge", name, (*mg, 1e-5), lambda o: (torch.randn_like(o[0]), *tc.detached(mg), o[1], o[2]))
-
-
-# ---- CUDA kernel at GPU sizes (backend="cuda") ----------------------------------------------------
-
-CUDA_CASES = [
-    cp.MergeCase((2, 32, 32, 512), permuted=True),
-    cp.MergeCase((3, 7, 100)),
-    cp.MergeCase((1000, 64), zdtype=torch.bfloat16),
-    cp.MergeCase((5, 2000), zdtype=torch.float16),
-]
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=cp.GPU, id=c.id()) for c in CUDA_CASES])
-def test_merge_cuda(cuda_env, case):
-    inp = cp.merge_inputs(case)
-    leaves = {k: cp._leaf(inp[k], "cuda") for k in cp.MERGE_GRAD_NAMES}
-    out = s3c_merge(*(leaves[k] for k in cp.MERGE_GRAD_NAMES), backend="cuda")
-    out.backward(inp["dout"].cuda())
-    got = (out.detach().cpu(), {k: leaves[k].grad.cpu() for k in cp.MERGE_GRAD_NAMES})
-    cp.merge_compare(case, got, cp.merge_reference(case, inp), tag=case.id())
