@@ -1,8 +1,8 @@
 """Parity checks of the CUDA operators against float64 references.
 
-Shared by the GPU tests (test_cuda_ops.py: the compiled kernels through the public API and
-autograd) and the CPU emulation tests (test_cuda_emulated.py: the same kernel source run on the
-host, called through the operators directly).  Every case builds its inputs on the CPU from a
+Shared by the "gpu" cases of tests/ops/test_<op>.py (the compiled kernels through the public
+API and autograd) and the CPU emulation tests (tests/backends/test_cuda_emulated.py: the same
+kernel source run on the host, called through the operators directly).  Every case builds its inputs on the CPU from a
 fixed seed, so both runs see identical numbers.
 
 References: ``handS3C.reference.selective_scan_ref64`` (and the cross-scan composition with it

@@ -386,3 +386,41 @@ def test_triton_opcheck(device, name):
     cs = tc.cs_inputs(device, 1, 2, 2, 3, 2, 1, "contig", seed=12)
     tc.opcheck("cross_scan", name, (*cs, 4, 1, 2, True),
                lambda o: (torch.randn_like(o[0]), *tc.detached(cs), o[1], o[2], 4, 1, 2, 1))
+
+
+# ---- the CUDA backend (backend="cuda") ------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [pytest.param(t, marks=cp.GPU) for t in (None, 1, 10**6)])
+def test_cuda_backward_deterministic(cuda_env, target):
+    """No float atomics: repeated runs give identical bits, whatever the thread target."""
+    cp.set_target(cuda_env, target)
+    case = cp.CSCase(2, 96, 24, 20, 16, 4)
+    inp = cp.cs_inputs(case)
+    a = cp.cs_run_api(case, inp)
+    b = cp.cs_run_api(case, inp)
+    assert torch.equal(a[0], b[0])
+    for k in cp.CS_GRAD_NAMES:
+        assert torch.equal(a[1][k], b[1][k]), k
+
+
+def test_cuda_backend_rejects_cpu_tensors():
+    """backend='cuda' with CPU tensors raises a ValueError naming the device, before any kernel."""
+    cs = cp.cs_inputs(cp.CSCase(1, 3, 4, 5, 4, 2))
+    with pytest.raises(ValueError, match="CUDA tensors, got tensors on cpu"):
+        cross_scan_selective_scan(*(cs[k] for k in cp.CS_GRAD_NAMES), backend="cuda")
+
+
+def test_cuda_backend_rejects_large_state():
+    """N > 64 is refused by the Python validation before the backend is even chosen."""
+    cs = cp.cs_inputs(cp.CSCase(1, 3, 4, 5, 65, 2))
+    with pytest.raises(ValueError, match="must be in 1..64"):
+        cross_scan_selective_scan(*(cs[k] for k in cp.CS_GRAD_NAMES), backend="cuda")
+
+
+def test_cuda_backend_rejects_mixed_devices():
+    """Tensors on two devices are refused by the Python validation (meta stands in for a GPU)."""
+    cs = cp.cs_inputs(cp.CSCase(1, 3, 4, 5, 4, 2))
+    args = [cs[k] for k in cp.CS_GRAD_NAMES]
+    args[4] = args[4].to("meta")
+    with pytest.raises(ValueError, match="one device"):
+        cross_scan_selective_scan(*args, backend="cuda")

@@ -235,3 +235,12 @@ def test_triton_opcheck(device, name):
     """torch.library.opcheck of hands3c::s3c_merge_{fwd,bwd}_triton."""
     mg = tc.merge_inputs(device, (2, 5, 3), (0, 2, 1), torch.float32, seed=13)
     tc.opcheck("s3c_merge", name, (*mg, 1e-5), lambda o: (torch.randn_like(o[0]), *tc.detached(mg), o[1], o[2]))
+
+
+# ---- the CUDA backend (backend="cuda") ------------------------------------------------------------
+
+def test_cuda_backend_rejects_cpu_tensors():
+    """backend='cuda' with CPU tensors raises a ValueError naming the device, before any kernel."""
+    m = cp.merge_inputs(cp.MergeCase((2, 8)))
+    with pytest.raises(ValueError, match="CUDA tensors, got tensors on cpu"):
+        s3c_merge(*(m[k] for k in cp.MERGE_GRAD_NAMES), backend="cuda")

@@ -591,3 +591,50 @@ def test_triton_opcheck(device, name):
     ss = tc.ss_inputs(device, 1, 3, 6, 2, "g1", True, True, True, torch.float32, seed=11)
     tc.opcheck("selective_scan", name, (*ss, True, 4, 1, 2, True),
                lambda o: (torch.randn_like(o[0]), torch.randn_like(o[1]), *tc.detached(ss), True, o[2], 4, 1, 2, 1))
+
+
+# ---- the CUDA backend (backend="cuda") ------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [pytest.param(t, marks=cp.GPU) for t in (None, 1, 10**6)])
+def test_cuda_backward_deterministic(cuda_env, target):
+    """No float atomics: repeated runs give identical bits, whatever the thread target."""
+    cp.set_target(cuda_env, target)
+    sc = cp.SSCase(2, 64, 700, 16, groups_b=1, groups_c=1)
+    si = cp.ss_inputs(sc)
+    x, y = cp.ss_run_api(sc, si), cp.ss_run_api(sc, si)
+    for k in x[2]:
+        assert torch.equal(x[2][k], y[2][k]), k
+
+
+@pytest.mark.parametrize("dummy", [pytest.param(0, marks=cp.GPU)])
+def test_cuda_mixed_devices_rejected(dummy):
+    case = cp.SSCase(1, 4, 16, 4)
+    t = cp.ss_inputs(case)
+    dev = {k: (None if v is None else v.cuda()) for k, v in t.items()}
+    with pytest.raises(ValueError, match="one device"):
+        selective_scan_fn(dev["u"], dev["delta"], t["A"], dev["B"], dev["C"], backend="cuda")
+    # The operator itself (below the Python checks) names the offending tensor.
+    with pytest.raises(ValueError, match="A is on cpu"):
+        torch.ops.hands3c.selective_scan_fwd(dev["u"], dev["delta"], t["A"], dev["B"], dev["C"], None, None, None,
+                                             True)
+
+
+def test_cuda_backend_rejects_cpu_tensors():
+    """backend='cuda' with CPU tensors raises a ValueError naming the device, before any kernel."""
+    t = cp.ss_inputs(cp.SSCase(1, 4, 16, 4))
+    with pytest.raises(ValueError, match="cuda.*cpu|CUDA tensors, got tensors on cpu"):
+        selective_scan_fn(t["u"], t["delta"], t["A"], t["B"], t["C"], backend="cuda")
+
+
+def test_cuda_backend_rejects_large_state():
+    """N > 64 is refused by the Python validation before the backend is even chosen."""
+    t = cp.ss_inputs(cp.SSCase(1, 4, 16, 65, has_z=False))
+    with pytest.raises(ValueError, match="N .* must be in 1..64"):
+        selective_scan_fn(t["u"], t["delta"], t["A"], t["B"], t["C"], backend="cuda")
+
+
+def test_cuda_backend_rejects_mixed_devices():
+    """Tensors on two devices are refused by the Python validation (meta stands in for a GPU)."""
+    t = cp.ss_inputs(cp.SSCase(1, 4, 16, 4))
+    with pytest.raises(ValueError, match="one device"):
+        selective_scan_fn(t["u"], t["delta"], t["A"].to("meta"), t["B"], t["C"], backend="cuda")
