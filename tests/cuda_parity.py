@@ -2,8 +2,8 @@
 
 Shared by the "gpu" cases of tests/ops/test_<op>.py (the compiled kernels through the public
 API and autograd) and the CPU emulation tests (tests/backends/test_cuda_emulated.py: the same
-kernel source run on the host, called through the operators directly).  Every case builds its inputs on the CPU from a
-fixed seed, so both runs see identical numbers.
+kernel source run on the host, called through the operators directly).  Every case builds its
+inputs on the CPU from a fixed seed, so both runs see identical numbers.
 
 References: ``handS3C.reference.selective_scan_ref64`` (and the cross-scan composition with it
 as ``scan_fn``), float64, whose recurrence has a hand-written O(L) backward (autograd through

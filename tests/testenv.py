@@ -61,3 +61,16 @@ def case_params(cases, keep=lambda case: True):
     ids = [p.id for p in params]
     assert len(ids) == len(set(ids)), f"duplicate case ids: {sorted(i for i in ids if ids.count(i) > 1)}"
     return params
+
+
+def check_on(request, target, case, small, tiny, gpu):
+    """Run one table case on ``target`` with the check of its size: ``small(backend, device, case)``,
+    ``tiny(device, case)`` (the Triton kernels) or ``gpu(env, case)``, where ``env`` is the CUDA
+    kernels' test environment (conftest.py's ``cuda_env``: poisoned outputs, thread target)."""
+    backend, device = TARGETS[target]
+    if case.size == "tiny":
+        tiny(device, case)
+    elif case.size == "gpu":
+        gpu(request.getfixturevalue("cuda_env"), case)
+    else:
+        small(backend, device, case)

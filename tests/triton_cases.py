@@ -104,6 +104,19 @@ def merge_inputs(device, src, perm, zdt, seed=0):
     return [ys, yc, z, w, b]
 
 
+def matches_cpu(fn, args, gy, grad_tol, cfg=None):
+    """The Triton backend (outputs poisoned, launch plan ``cfg``) against the C++ CPU backend:
+    ``fn(*args, backend=...)`` and the gradients of ``(out * gy).sum()`` to every arg."""
+    with scan_config(poison=True, **(cfg or {})):
+        out = fn(*args, backend="triton")
+        grads = torch.autograd.grad((out * gy).sum(), args)
+    out_cpu = fn(*args, backend="cpu")
+    g_cpu = torch.autograd.grad((out_cpu * gy).sum(), args)
+    assert_close(out, out_cpu, *out_tol(torch.float32), "out vs cpu")
+    for got, want in zip(grads, g_cpu):
+        assert_close(got, want, *grad_tol, "grad vs cpu")
+
+
 def opcheck(op, name, fwd_args, bwd_args):
     """torch.library.opcheck (schema, autograd registration, fake kernel, AOT dispatch) of
     ``hands3c::<op>_fwd_triton`` (``name="fwd"``) or of ``_bwd_triton``, whose arguments

@@ -18,10 +18,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testenv import TARGETS, case_params, devices_for_test, requires_gpu
+from testenv import case_params, check_on, devices_for_test, requires_gpu
 from handS3C import ops, reference
 from handS3C.ops import cross_scan_selective_scan
-from handS3C.triton_kernels import scan_config
 from tolerances import assert_close, dA_tol, du_tol, out_tol, weight_tol
 
 import cuda_parity as cp
@@ -169,18 +168,16 @@ def gpu_case(case):
                      target_threads=case.target_threads, seed=case.seed)
 
 
+def check_gpu(env, case):
+    c = gpu_case(case)
+    cp.set_target(env, c.target_threads)
+    inp = cp.cs_inputs(c)
+    cp.cs_compare(c, cp.cs_run_api(c, inp, device="cuda"), cp.cs_reference(c, inp, device="cuda"), tag=c.id())
+
+
 @pytest.mark.parametrize("target,case", case_params(CASES))
 def test_matches_float64_reference(request, target, case):
-    backend, device = TARGETS[target]
-    if case.size == "tiny":
-        check_tiny(device, case)
-    elif case.size == "gpu":
-        c = gpu_case(case)
-        cp.set_target(request.getfixturevalue("cuda_env"), c.target_threads)
-        inp = cp.cs_inputs(c)
-        cp.cs_compare(c, cp.cs_run_api(c, inp, device="cuda"), cp.cs_reference(c, inp, device="cuda"), tag=c.id())
-    else:
-        check_small(backend, device, case)
+    check_on(request, target, case, check_small, check_tiny, check_gpu)
 
 
 @pytest.mark.parametrize("target,case", case_params(CASES, keep=lambda c: c.published))
@@ -353,14 +350,8 @@ def test_triton_backward_is_deterministic(device):
 def test_triton_matches_cpu_backend():
     args = tc.cs_inputs("cpu", 2, 3, 3, 5, 4, 2, "perm", seed=4)
     gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(2))
-    with scan_config(poison=True, tile=4, chunk_tiles=2, block_d=2):
-        y = cross_scan_selective_scan(*args, backend="triton")
-        grads = torch.autograd.grad((y * gy).sum(), args)
-    y_cpu = cross_scan_selective_scan(*args, backend="cpu")
-    g_cpu = torch.autograd.grad((y_cpu * gy).sum(), args)
-    assert_close(y, y_cpu, *out_tol(torch.float32), "y vs cpu")
-    for got, want in zip(grads, g_cpu):
-        assert_close(got, want, *du_tol(torch.float32), "grad vs cpu")
+    tc.matches_cpu(cross_scan_selective_scan, args, gy, du_tol(torch.float32),
+                   dict(tile=4, chunk_tiles=2, block_d=2))
 
 
 @pytest.mark.parametrize("device", devices_for_test())

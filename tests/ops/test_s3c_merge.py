@@ -13,7 +13,7 @@ from typing import Optional
 import pytest
 import torch
 
-from testenv import TARGETS, case_params, devices_for_test
+from testenv import case_params, check_on, devices_for_test
 from handS3C import ops, reference
 from handS3C.ops import s3c_merge
 from handS3C.triton_kernels import scan_config
@@ -112,7 +112,7 @@ def check_tiny(device, case):
         assert_close(got, want, *tol, name)
 
 
-def check_gpu(case):
+def check_gpu(env, case):  # env (cuda_env) poisons the outputs
     c = cp.MergeCase(case.shape, zdtype=case.zdtype, permuted=case.permuted)
     inp = cp.merge_inputs(c)
     leaves = {k: cp._leaf(inp[k], "cuda") for k in cp.MERGE_GRAD_NAMES}
@@ -124,14 +124,7 @@ def check_gpu(case):
 
 @pytest.mark.parametrize("target,case", case_params(CASES))
 def test_matches_float64_reference(request, target, case):
-    backend, device = TARGETS[target]
-    if case.size == "tiny":
-        check_tiny(device, case)
-    elif case.size == "gpu":
-        request.getfixturevalue("cuda_env")
-        check_gpu(case)
-    else:
-        check_small(backend, device, case)
+    check_on(request, target, case, check_small, check_tiny, check_gpu)
 
 
 def test_permuted_views_as_in_the_block():
@@ -219,14 +212,7 @@ def test_strided_views_forward_and_backward(zdtype):
 def test_triton_matches_cpu_backend():
     args = tc.merge_inputs("cpu", (2, 6, 3, 5), (0, 2, 3, 1), torch.float32, seed=3)
     gy = torch.randn(tuple(args[0].shape), generator=torch.Generator().manual_seed(2))
-    with scan_config(poison=True):
-        out = s3c_merge(*args, backend="triton")
-        grads = torch.autograd.grad((out * gy).sum(), args)
-    out_cpu = s3c_merge(*args, backend="cpu")
-    g_cpu = torch.autograd.grad((out_cpu * gy).sum(), args)
-    assert_close(out, out_cpu, *out_tol(torch.float32), "out vs cpu")
-    for got, want in zip(grads, g_cpu):
-        assert_close(got, want, *weight_tol(torch.float32), "grad vs cpu")
+    tc.matches_cpu(s3c_merge, args, gy, weight_tol(torch.float32))
 
 
 @pytest.mark.parametrize("device", devices_for_test())

@@ -23,7 +23,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testenv import TARGETS, case_params, devices_for_test
+from testenv import TARGETS, case_params, check_on, devices_for_test
 from handS3C import ops, reference
 from handS3C.ops import selective_scan_fn
 from handS3C.triton_kernels import scan_config
@@ -297,18 +297,16 @@ def gpu_case(case):
                      target_threads=case.target_threads, seed=case.seed or 0)
 
 
+def check_gpu(env, case):
+    c = gpu_case(case)
+    cp.set_target(env, c.target_threads)
+    inp = cp.ss_inputs(c)
+    cp.ss_compare(c, cp.ss_run_api(c, inp, device="cuda"), cp.ss_reference(c, inp, device="cuda"), tag=c.id())
+
+
 @pytest.mark.parametrize("target,case", case_params(CASES))
 def test_matches_float64_reference(request, target, case):
-    backend, device = TARGETS[target]
-    if case.size == "tiny":
-        check_tiny(device, case)
-    elif case.size == "gpu":
-        c = gpu_case(case)
-        cp.set_target(request.getfixturevalue("cuda_env"), c.target_threads)
-        inp = cp.ss_inputs(c)
-        cp.ss_compare(c, cp.ss_run_api(c, inp, device="cuda"), cp.ss_reference(c, inp, device="cuda"), tag=c.id())
-    else:
-        check_small(backend, device, case)
+    check_on(request, target, case, check_small, check_tiny, check_gpu)
 
 
 @pytest.mark.parametrize("target,case", case_params(CASES, keep=lambda c: c.mamba))
