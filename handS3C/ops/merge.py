@@ -28,9 +28,9 @@ import torch
 from .. import _ext, reference
 from . import _checks
 from ._backend import check_same_device, check_shape, check_tensor, resolve_backend, triton_available
+from ._checks import _SCAN_FLOATS as _FLOATS
 
 OP = "s3c_merge"
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _validate(y_spatial, y_channel, z, norm_weight, norm_bias, eps):
