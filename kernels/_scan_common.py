@@ -45,3 +45,20 @@ def take_row(x3, idx, S: tl.constexpr):
     """x3[idx] for an (S, BD, NP) register tile (registers cannot be indexed dynamically)."""
     sel = (tl.arange(0, S) == idx)[:, None, None]
     return tl.sum(tl.where(sel, x3, 0.0), axis=0)
+
+
+@triton.jit
+def tile_states(dA, dBx, h_in, REV: tl.constexpr):
+    """The states ``h_t = dA_t * h_{t-1} + dBx_t`` of one ``(S, BD, NP)`` tile entered with
+    ``h_in`` ``(BD, NP)``; ``REV`` walks the tile from its last row (a reversed traversal)."""
+    pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine, reverse=REV)
+    return hb + pa * h_in[None, :, :]
+
+
+@triton.jit
+def tile_adjoints(alpha, beta, carry, REV: tl.constexpr):
+    """The adjoints ``lambda_t = beta_t + alpha_t * lambda_{t+1}`` of one ``(S, BD, NP)`` tile,
+    entered from the tile's far end with ``carry`` ``(BD, NP)``: the opposite direction of
+    :func:`tile_states` with the same ``REV``."""
+    pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=not REV)
+    return lb + pl * carry[None, :, :]

@@ -45,7 +45,7 @@ from torch.library import wrap_triton
 from . import _plan as plan
 from ..ops import _checks
 
-from ._scan_common import LOG2E, lin_combine, sigmoid, softplus, take_row
+from ._scan_common import LOG2E, sigmoid, softplus, take_row, tile_adjoints, tile_states
 
 
 @triton.jit
@@ -99,6 +99,32 @@ def _load_bc(ptr, b, d, g, n, t, tv, m_sd, nmask, s_b, s_g, s_n, s_l, PER_CH: tl
 
 
 @triton.jit
+def _block_params(a_ptr, dbias_ptr, d, dmask, n, nmask, N, HAS_DB: tl.constexpr, BD: tl.constexpr):
+    """A channel block's (channel, state) mask, its rows of A ``(BD, NP)`` and its delta_bias
+    ``(BD,)`` (zeros without one)."""
+    m_dn = dmask[:, None] & nmask[None, :]
+    A = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=m_dn, other=0.0)
+    if HAS_DB:
+        dbias = tl.load(dbias_ptr + d, mask=dmask, other=0.0)
+    else:
+        dbias = tl.zeros([BD], dtype=tl.float32)
+    return m_dn, A, dbias
+
+
+@triton.jit
+def _adjoint_tile(dt_ptr, dbias, A2, gy, Ct, carry, b, d, dmask, t, L, s_tb, s_td, s_tl,
+                  HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """The adjoints of one tile, ``lambda_t = g_t C_t + exp(delta_{t+1} A) lambda_{t+1}``,
+    entered at the tile's end with ``carry``; also returns the *next* steps' deltas."""
+    tn = t + 1
+    m_n = (tn < L)[:, None] & dmask[None, :]
+    _, dln = _load_delta(dt_ptr, dbias, b, d, tn, m_n, s_tb, s_td, s_tl, HAS_DB, SOFTPLUS)
+    alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])  # masked next steps: exp2(0) = 1
+    lam = tile_adjoints(alpha, gy[:, :, None] * Ct, carry, False)
+    return lam, dln
+
+
+@triton.jit
 def ss_fwd_kernel(
     u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, dskip_ptr, z_ptr, dbias_ptr,
     out_ptr, ck_ptr, last_ptr, hend_ptr, sdl_ptr,
@@ -122,14 +148,10 @@ def ss_fwd_kernel(
     d, dmask, g, jo = _channels(blk, 0, dim, cpg, 1, BD, PER_CH)
     n = tl.arange(0, NP)
     nmask = n < N
-    m_dn = dmask[:, None] & nmask[None, :]
-    A2 = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=m_dn, other=0.0) * LOG2E
+    m_dn, A, dbias = _block_params(a_ptr, dbias_ptr, d, dmask, n, nmask, N, HAS_DB, BD)
+    A2 = A * LOG2E
     if HAS_D:
         dsk = tl.load(dskip_ptr + d, mask=dmask, other=0.0)
-    if HAS_DB:
-        dbias = tl.load(dbias_ptr + d, mask=dmask, other=0.0)
-    else:
-        dbias = tl.zeros([BD], dtype=tl.float32)
     ck_base = ck_ptr + (b * dim + d[:, None]) * n_tiles * N + n[None, :]
     j0 = c * tpc
     j1 = tl.minimum(j0 + tpc, n_tiles)
@@ -150,8 +172,7 @@ def ss_fwd_kernel(
             sdl += tl.sum(dl, axis=0)
         elif STORE_CK:  # only when a backward will need them
             tl.store(ck_base + j * N, h, mask=m_dn)
-        pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine)
-        hs = hb + pa * h[None, :, :]
+        hs = tile_states(dA, dBx, h, False)
         if not LOCAL:
             Ct = _load_bc(c_ptr, b, d, g, n, t, tv, m_sd, nmask, s_cb, s_cg, s_cn, s_cl, PER_CH)
             y = tl.sum(hs * Ct, axis=2)
@@ -209,12 +230,8 @@ def ss_bwd_chunk_kernel(
     d, dmask, g, jo = _channels(blk, 0, dim, cpg, 1, BD, PER_CH)
     n = tl.arange(0, NP)
     nmask = n < N
-    m_dn = dmask[:, None] & nmask[None, :]
-    A2 = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=m_dn, other=0.0) * LOG2E
-    if HAS_DB:
-        dbias = tl.load(dbias_ptr + d, mask=dmask, other=0.0)
-    else:
-        dbias = tl.zeros([BD], dtype=tl.float32)
+    m_dn, A, dbias = _block_params(a_ptr, dbias_ptr, d, dmask, n, nmask, N, HAS_DB, BD)
+    A2 = A * LOG2E
     j0 = c * tpc
     j1 = tl.minimum(j0 + tpc, n_tiles)
     carry = tl.zeros([BD, NP], dtype=tl.float32)
@@ -229,13 +246,8 @@ def ss_bwd_chunk_kernel(
         if HAS_Z:
             zz = tl.load(z_ptr + b * s_zb + d[None, :] * s_zd + t[:, None] * s_zl, mask=m_sd, other=0.0).to(tl.float32)
             gy = gy * zz * sigmoid(zz)
-        tn = t + 1
-        m_n = (tn < L)[:, None] & dmask[None, :]
-        _, dln = _load_delta(dt_ptr, dbias, b, d, tn, m_n, s_tb, s_td, s_tl, HAS_DB, SOFTPLUS)
-        alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])  # masked next steps: exp2(0) = 1
-        beta = gy[:, :, None] * Ct
-        pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=True)
-        lam = lb + pl * carry[None, :, :]
+        lam, dln = _adjoint_tile(dt_ptr, dbias, A2, gy, Ct, carry, b, d, dmask, t, L, s_tb, s_td, s_tl,
+                                 HAS_DB, SOFTPLUS)
         carry = take_row(lam, 0, S)
         sds += tl.sum(dln, axis=0)
     tl.store(lam_ptr + ((b * dim + d[:, None]) * nC + c) * N + n[None, :], carry, mask=m_dn)
@@ -301,15 +313,10 @@ def ss_bwd_kernel(
     dbc_base = b * tl.num_programs(0) + blk
     for sb in range(0, NSUB):
         d, dmask, g, jo = _channels(blk, sb, dim, cpg, NSUB, BD, PER_CH)
-        m_dn = dmask[:, None] & nmask[None, :]
-        A = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=m_dn, other=0.0)
+        m_dn, A, dbias = _block_params(a_ptr, dbias_ptr, d, dmask, n, nmask, N, HAS_DB, BD)
         A2 = A * LOG2E
         if HAS_D:
             dsk = tl.load(dskip_ptr + d, mask=dmask, other=0.0)
-        if HAS_DB:
-            dbias = tl.load(dbias_ptr + d, mask=dmask, other=0.0)
-        else:
-            dbias = tl.zeros([BD], dtype=tl.float32)
         ck_base = ck_ptr + (b * dim + d[:, None]) * n_tiles * N + n[None, :]
         if HAS_INIT:
             carry = tl.load(lamc_ptr + ((b * dim + d[:, None]) * nC + c) * N + n[None, :], mask=m_dn, other=0.0)
@@ -333,8 +340,7 @@ def ss_bwd_kernel(
             dA = tl.exp2(dl[:, :, None] * A2[None, :, :])
             dBx = (dl * x)[:, :, None] * Bt
             h0 = tl.load(ck_base + j * N, mask=m_dn, other=0.0)
-            pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine)
-            hs = hb + pa * h0[None, :, :]
+            hs = tile_states(dA, dBx, h0, False)
             o_sd = (b * dim + d[None, :]) * L + t[:, None]
             gy = tl.load(dout_ptr + o_sd, mask=m_sd, other=0.0).to(tl.float32)
             if HAS_Z:
@@ -347,13 +353,8 @@ def ss_bwd_kernel(
                 tl.store(dz_ptr + o_sd, dz.to(dz_ptr.dtype.element_ty), mask=m_sd)
                 gy = gy * zz * sz
             # adjoint state: lambda_t = g_t C_t + a_{t+1} lambda_{t+1}
-            tn = t + 1
-            m_n = (tn < L)[:, None] & dmask[None, :]
-            _, dln = _load_delta(dt_ptr, dbias, b, d, tn, m_n, s_tb, s_td, s_tl, HAS_DB, SOFTPLUS)
-            alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])
-            beta = gy[:, :, None] * Ct
-            pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=True)
-            lam = lb + pl * carry[None, :, :]
+            lam, _ = _adjoint_tile(dt_ptr, dbias, A2, gy, Ct, carry, b, d, dmask, t, L, s_tb, s_td, s_tl,
+                                   HAS_DB, SOFTPLUS)
             carry = take_row(lam, 0, S)
             # past-the-end rows carry d(last_state) through identities: not real steps
             lam = tl.where(tv[:, None, None], lam, 0.0)
