@@ -40,7 +40,7 @@ Decomposition (DESIGN.md has the trade-offs):
 Below the kernels: the launch plan (projection GEMM, chunks, direction families, partial
 buffers and their fixed-order sums) and the operators ``hands3c::cross_scan_{fwd,bwd}_triton``.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import triton
@@ -96,7 +96,7 @@ def _dir_params(alog_ptr, bias_ptr, ds_ptr, d, dmask, n, nmask, D, N, K):
 @triton.jit
 def _fwd_direction(
     u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, acc_ptr, y_ptr, ck_ptr, hend_ptr, sdl_ptr,
-    b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
     K: tl.constexpr, FAM: tl.constexpr, REV: tl.constexpr, LOCAL: tl.constexpr, HAS_INIT: tl.constexpr,
     ACC: tl.constexpr, STORE_CK: tl.constexpr, R: tl.constexpr, N: tl.constexpr, S: tl.constexpr,
     NP: tl.constexpr,
@@ -104,7 +104,8 @@ def _fwd_direction(
     """Scan one direction over chunk c for channels d (see the module docstring).
 
     LOCAL: from zero, keep (end state, sum of deltas).  Otherwise: from the true initial
-    state, write checkpoints and y (+ the value at ``acc_ptr`` when ACC).
+    state, write checkpoints and y (+ the value at ``acc_ptr`` when ACC); y and the
+    accumulator share the output's strides ``sy_*`` (its ``out_order`` layout).
     """
     CW: tl.constexpr = R + 2 * N
     n = tl.arange(0, NP)
@@ -149,7 +150,7 @@ def _fwd_direction(
         if not LOCAL:
             Ct = tl.load(dbl_ptr + row[:, None] + R + N + n[None, :], mask=m_sn, other=0.0)
             y = tl.sum(hs * Ct[:, None, :], axis=2) + dsk[None, :] * x
-            o = (b * D + d[None, :]) * L + pos[:, None]
+            o = b * sy_b + d[None, :] * sy_d + p[:, None] * sy_p + q[:, None] * sy_q
             if ACC:
                 y += tl.load(acc_ptr + o, mask=m_sd, other=0.0)
             tl.store(y_ptr + o, y, mask=m_sd)
@@ -176,7 +177,7 @@ def cs_fwd_chunk_kernel(
     b = tl.program_id(2)
     _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, hend_ptr, hend_ptr, hend_ptr,
                    hend_ptr, sdl_ptr, b, c, d, d < D, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
-                   K, K % 2, K >= 2, True, False, False, False, R, N, S, NP)
+                   0, 0, 0, 0, K, K % 2, K >= 2, True, False, False, False, R, N, S, NP)
 
 
 @triton.jit
@@ -205,7 +206,7 @@ def cs_fwd_combine_kernel(alog_ptr, hend_ptr, sdl_ptr, ck_ptr, D, N, n_tiles, tp
 @triton.jit
 def cs_fwd_kernel(
     u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr,
-    L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+    L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
     FAM: tl.constexpr, HAS_INIT: tl.constexpr, STORE_CK: tl.constexpr,
     R: tl.constexpr, N: tl.constexpr, S: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
 ):
@@ -221,25 +222,25 @@ def cs_fwd_kernel(
     dmask = d < D
     if FAM == 1:
         _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y0_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
-                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
                        1, 1, False, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
     else:
         _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
-                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
                        0, 0, False, False, HAS_INIT, False, STORE_CK, R, N, S, NP)
     # each later direction adds to rows this program just wrote (possibly other threads)
     tl.debug_barrier()
     _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
-                   b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                   b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
                    FAM % 2 + 2, FAM % 2, True, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
     if FAM == 2:
         tl.debug_barrier()
         _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
-                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
                        1, 1, False, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
         tl.debug_barrier()
         _fwd_direction(u_ptr, dbl_ptr, wdt_ptr, bias_ptr, alog_ptr, ds_ptr, y_ptr, y_ptr, ck_ptr, ck_ptr, ck_ptr,
-                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q,
+                       b, c, d, dmask, L, P, Q, D, n_tiles, tpc, nC, su_b, su_d, su_p, su_q, sy_b, sy_d, sy_p, sy_q,
                        3, 1, True, False, HAS_INIT, True, STORE_CK, R, N, S, NP)
 
 
@@ -500,28 +501,33 @@ def _cs_dims(u, dt_projs_weight, A_logs):
 
 
 def _cs_fwd_fake(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, tile, chunk_tiles, block_d,
-                 need_ck):
+                 need_ck, out_order=None):
     _checks.triton_cross_scan_fwd("hands3c::cross_scan_fwd_triton", u, x_proj_weight, dt_projs_weight, dt_projs_bias,
                                   A_logs, Ds, tile, chunk_tiles, block_d)
+    order = _checks.cross_scan_out_order("hands3c::cross_scan_fwd_triton", out_order)
     Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
     f32 = torch.float32
     ck_shape = (Bn, 4, D, plan.cdiv(L, tile), N) if need_ck else (0,)
-    return (u.new_empty((Bn, D, P, Q), dtype=f32), u.new_empty((Bn, L, 4, R + 2 * N), dtype=f32),
+    return (_checks.empty_in_order((Bn, D, P, Q), order, u), u.new_empty((Bn, L, 4, R + 2 * N), dtype=f32),
             u.new_empty(ck_shape, dtype=f32))
 
 
 @plan.operator("hands3c::cross_scan_fwd_triton", _cs_fwd_fake)
 def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
                           A_logs: Tensor, Ds: Tensor, tile: int, chunk_tiles: int,
-                          block_d: int, need_ck: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                          block_d: int, need_ck: bool,
+                          out_order: Optional[List[int]] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """-> (y (B, D, P, Q) f32, dbl (B, L, 4, R+2N) f32, checkpoints (B, 4, D, ceil(L/tile), N) f32).
 
     ``u`` float32 with any strides; ``dbl`` is the per-position projection (kept for the
     backward), ``checkpoints`` the state entering every tile of every direction (empty
-    when ``need_ck=False``: no backward will run, the stores are skipped).
+    when ``need_ck=False``: no backward will run, the stores are skipped).  ``y`` is stored
+    in ``out_order`` (handS3C/ops/cross_scan.py; None: contiguous): the kernels store through
+    its strides, so no layout costs a copy.
     """
     _checks.triton_cross_scan_fwd("hands3c::cross_scan_fwd_triton", u, x_proj_weight, dt_projs_weight, dt_projs_bias,
                                   A_logs, Ds, tile, chunk_tiles, block_d)
+    order = _checks.cross_scan_out_order("hands3c::cross_scan_fwd_triton", out_order)
     Bn, D, P, Q, L, R, N = _cs_dims(u, dt_projs_weight, A_logs)
     CW = R + 2 * N
     S, NP = tile, plan.np2(N)
@@ -539,9 +545,11 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     dbl = torch.matmul(u3.transpose(1, 2), xw.reshape(4 * CW, D).t()).reshape(Bn, L, 4, CW)
     tpc, nC = plan.plan_chunks(n_tiles, Bn * plan.cdiv(D, 8), dev, chunk_tiles)
     ck = plan.buffer((Bn, 4, D, n_tiles, N), f32, dev) if need_ck or nC > 1 else plan.buffer((0,), f32, dev)
-    y = plan.buffer((Bn, D, P, Q), f32, dev)
-    y0 = plan.buffer((Bn, D, P, Q), f32, dev) if nC > 1 else y  # family-0 partial (chunked runs only)
+    y = _in_order(plan.buffer(_storage((Bn, D, P, Q), order), f32, dev), order)
+    # family-0 partial (chunked runs only), in y's layout: the kernels address both with y's strides
+    y0 = _in_order(plan.buffer(_storage((Bn, D, P, Q), order), f32, dev), order) if nC > 1 else y
     su = u.stride()
+    sy = y.stride()
     consts = dict(R=R, N=N, S=S, NP=NP)
 
     def grid(bd):
@@ -559,7 +567,7 @@ def cross_scan_fwd_triton(u: Tensor, x_proj_weight: Tensor, dt_projs_weight: Ten
     # one chunk: one launch running all four directions (FAM=2); else two family launches
     for fam, out in (((2, y),) if nC == 1 else ((0, y0), (1, y))):
         plan.launch_fwd(cs_fwd_kernel, _cs_fwd_tuned, grid, block_d,
-                    u, dbl, wdt, bias, alog, ds, y0, out, ck, L, P, Q, D, n_tiles, tpc, nC, *su,
+                    u, dbl, wdt, bias, alog, ds, y0, out, ck, L, P, Q, D, n_tiles, tpc, nC, *su, *sy,
                     FAM=fam, HAS_INIT=nC > 1, STORE_CK=need_ck, **consts)
     return y, dbl, (ck if need_ck else plan.buffer((0,), f32, dev))
 
@@ -577,7 +585,8 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
                           dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, dbl: Tensor, checkpoints: Tensor,
                           tile: int, chunk_tiles: int, block_d: int, bwd_sub: int) -> List[Tensor]:
     """-> [du, dx_proj_weight, ddt_projs_weight, ddt_projs_bias, dA_logs, dDs]; ``dout``
-    contiguous (B, D, P, Q) float32."""
+    (B, D, P, Q) float32 of any strides: the argument checks make it contiguous (one copy when
+    the forward used an ``out_order``; the kernels index it densely)."""
     dout, dbl, checkpoints = _checks.triton_cross_scan_bwd(
         "hands3c::cross_scan_bwd_triton", dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, dbl,
         checkpoints, tile, chunk_tiles, block_d, bwd_sub)
@@ -631,11 +640,24 @@ def cross_scan_bwd_triton(dout: Tensor, u: Tensor, x_proj_weight: Tensor, dt_pro
     return [du.contiguous(), dxw.contiguous(), dwdt, dbias, dalog, dds]
 
 
-def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
-    """Entry used by :func:`handS3C.ops.cross_scan_selective_scan` (u float32, any strides)."""
+def _storage(shape, order):
+    return [shape[o] for o in order]
+
+
+def _in_order(storage: Tensor, order) -> Tensor:
+    """The logical (B, D, P, Q) view of a contiguous buffer laid out in ``order``."""
+    inverse = [0] * 4
+    for i, o in enumerate(order):
+        inverse[o] = i
+    return storage.permute(inverse)
+
+
+def cross_scan_selective_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_order=None):
+    """Entry used by :func:`handS3C.ops.cross_scan_selective_scan` (u float32, any strides;
+    ``out_order`` as there, None: contiguous y)."""
     L = u.shape[2] * u.shape[3]
     y, _, _ = torch.ops.hands3c.cross_scan_fwd_triton(
         u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
         plan.tile_steps(L), plan.CONFIG["chunk_tiles"], plan.CONFIG["block_d"],
-        plan.need_checkpoints(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds))
+        plan.need_checkpoints(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds), out_order)
     return y

@@ -19,10 +19,13 @@ Tensor as_f32(const Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to
 
 std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor& x_proj_weight,
                                                   const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
-                                                  const Tensor& A_logs, const Tensor& Ds) {
-  hc::cross_scan_fwd("hands3c::cross_scan_fwd", kCpu, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+                                                  const Tensor& A_logs, const Tensor& Ds,
+                                                  at::OptionalIntArrayRef out_order) {
+  constexpr const char* op = "hands3c::cross_scan_fwd";
+  hc::cross_scan_fwd(op, kCpu, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+  const auto order = hc::cross_scan_out_order(op, out_order);
   const hc::NoAutocast no_autocast;
-  return hands3c::cpu::cross_scan_fwd(as_f32(u), x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+  return hands3c::cpu::cross_scan_fwd(as_f32(u), x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, order);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(

@@ -5,8 +5,10 @@
 #include "cpu/cpu_ops.h"
 
 TORCH_LIBRARY(hands3c, m) {
+  // out_order: the memory order of y's (B, D, P, Q) dimensions (None: contiguous); see
+  // handS3C/ops/cross_scan.py.  The backward reads dout through its strides, whatever they are.
   m.def("cross_scan_fwd(Tensor u, Tensor x_proj_weight, Tensor dt_projs_weight, Tensor dt_projs_bias, "
-        "Tensor A_logs, Tensor Ds) -> (Tensor, Tensor, Tensor)");
+        "Tensor A_logs, Tensor Ds, int[]? out_order=None) -> (Tensor, Tensor, Tensor)");
   m.def("cross_scan_bwd(Tensor dout, Tensor u, Tensor x_proj_weight, Tensor dt_projs_weight, "
         "Tensor dt_projs_bias, Tensor A_logs, Tensor Ds, Tensor dbl, Tensor checkpoints) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");

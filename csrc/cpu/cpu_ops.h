@@ -14,9 +14,10 @@ namespace cpu {
 using at::Tensor;
 using OptTensor = c10::optional<at::Tensor>;
 
+// out_order: y's memory order, a permutation validated by checks::cross_scan_out_order.
 std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor& x_proj_weight,
                                                   const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
-                                                  const Tensor& A_logs, const Tensor& Ds);
+                                                  const Tensor& A_logs, const Tensor& Ds, at::IntArrayRef out_order);
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
     const Tensor& dout, const Tensor& u, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,

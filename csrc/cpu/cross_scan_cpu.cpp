@@ -3,6 +3,8 @@
 // (cross_scan_kernel.h).
 #include <ATen/ATen.h>
 
+#include <array>
+
 #include "cpu/cpu_ops.h"
 #include "cpu/isa.h"
 #include "cpu/cross_scan_dispatch.h"
@@ -92,11 +94,22 @@ at::Tensor from_scan_order(const at::Tensor& scan, int64_t P, int64_t Q) {
   return out;
 }
 
+// An uninitialised (B, D, P, Q) float tensor whose dimensions lie in memory in `order`,
+// outermost first: y.permute(order) is contiguous.
+at::Tensor empty_in_order(at::IntArrayRef sizes, at::IntArrayRef order, const at::TensorOptions& opts) {
+  std::array<int64_t, 4> storage{}, inverse{};
+  for (int64_t i = 0; i < 4; ++i) {
+    storage[i] = sizes[order[i]];
+    inverse[order[i]] = i;
+  }
+  return at::empty(storage, opts).permute(inverse);
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor& x_proj_weight,
                                                   const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
-                                                  const Tensor& A_logs, const Tensor& Ds) {
+                                                  const Tensor& A_logs, const Tensor& Ds, at::IntArrayRef out_order) {
   check_args("cross_scan_fwd", u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
   const int64_t B = u.size(0), D = u.size(1), P = u.size(2), Q = u.size(3), L = P * Q;
   const int64_t N = A_logs.size(1);
@@ -104,10 +117,12 @@ std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor&
   const auto dbl = projections(u3, x_proj_weight).contiguous();
   const auto dtw = dt_projs_weight.contiguous(), dtb = dt_projs_bias.contiguous();
   const auto alog = A_logs.contiguous(), ds = Ds.contiguous();
-  auto out = at::empty({B, D, P, Q}, u.options());
+  // The kernel writes y through its strides, so the requested layout costs no copy.
+  auto out = empty_in_order({B, D, P, Q}, out_order, u.options());
   auto ckpt = at::empty({B, 4, D, (L + kCkpt - 1) / kCkpt, N}, u.options());
   const auto dbl_scan = to_scan_order(dbl, P, Q);
-  const auto s = make_args(u3, P, Q, dbl_scan, dtw, dtb, alog, ds);
+  auto s = make_args(u3, P, Q, dbl_scan, dtw, dtb, alog, ds);
+  s.y_sb = out.stride(0); s.y_sd = out.stride(1); s.y_sp = out.stride(2); s.y_sq = out.stride(3);
   switch (selected_isa()) {
     case Isa::kAvx512: xs::forward_avx512(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
     case Isa::kAvx2: xs::forward_avx2(s, out.data_ptr<float>(), ckpt.data_ptr<float>()); break;
@@ -130,7 +145,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
                   checkpoints.size(4) == N,
               "cross_scan_bwd: checkpoints must be (B, 4, D, ceil(L/64), N)");
   const auto u3 = plane_view(u);
-  const auto dout3 = dout.to(at::kFloat).contiguous().view({B, D, L});
+  // dout is read through its strides: the merge's gradient arrives in the block's
+  // (B, H, W, d_inner) layout, and a transposing copy here would cost as much as the merge.
+  const auto doutf = dout.to(at::kFloat);
   const auto dbl_scan = to_scan_order(dbl.contiguous(), P, Q);
   const auto ckpt = checkpoints.contiguous();
   const auto dtw = dt_projs_weight.contiguous(), dtb = dt_projs_bias.contiguous();
@@ -148,7 +165,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
   auto dalog_part = at::empty({B, 4 * D, N}, opts);
   auto dds_part = at::empty({B, 4 * D}, opts);
   CrossScanGrads g;
-  g.dout = dout3.data_ptr<float>(); g.ckpt = ckpt.data_ptr<float>(); g.du = du.data_ptr<float>();
+  g.dout = doutf.data_ptr<float>();
+  g.dout_sb = doutf.stride(0); g.dout_sd = doutf.stride(1); g.dout_sp = doutf.stride(2); g.dout_sq = doutf.stride(3);
+  g.ckpt = ckpt.data_ptr<float>(); g.du = du.data_ptr<float>();
   g.ddbl_part = ddbl_part.data_ptr<float>(); g.dw_part = dw_part.data_ptr<float>();
   g.db_part = db_part.data_ptr<float>(); g.dalog_part = dalog_part.data_ptr<float>();
   g.dds_part = dds_part.data_ptr<float>(); g.ngroups = ngroups; g.blocks_per_group = bpg;

@@ -17,10 +17,13 @@ struct CrossScanArgs {
   const float* dt_b;                  // (4, D)
   const float* a_logs;                // (4D, N)
   const float* ds;                    // (4D)
+  // y[b, d, p, q] at out + b*y_sb + d*y_sd + p*y_sp + q*y_sq (the forward's output layout)
+  int64_t y_sb = 0, y_sd = 0, y_sp = 0, y_sq = 0;
 };
 
 struct CrossScanGrads {
-  const float* dout;     // (B, D, L) contiguous
+  const float* dout;     // dout[b, d, p, q] at dout + b*dout_sb + d*dout_sd + p*dout_sp + q*dout_sq
+  int64_t dout_sb, dout_sd, dout_sp, dout_sq;
   const float* ckpt;     // (B, 4, D, nchunks, N)
   float* du;             // (B, D, L) contiguous, written (the projection term is added later)
   float* ddbl_part;      // (ngroups, B, 4, L, C): per channel-group partial of d(dbl), scan order

@@ -60,33 +60,55 @@ struct BlockParams {
   }
 };
 
-// tile[l][j] = src[b, d0 + j, l] (zero for padded lanes).  Chooses the loop order that reads
-// the source contiguously (the spatial branch is channel-major, the channel branch's permuted
-// view is position-major).
-inline void pack_tile(const float* src, int64_t sd, int64_t sl, int64_t D, int64_t L, int64_t d0,
-                      float* tile) {
-  const int nd = (int)std::min<int64_t>(kLanes, D - d0);
-  if (nd < kLanes) std::memset(tile, 0, sizeof(float) * L * kLanes);
-  if (sl == 1 || sd > sl) {
-    for (int j = 0; j < nd; ++j) {
-      const float* s = src + (d0 + j) * sd;
-      for (int64_t l = 0; l < L; ++l) tile[l * kLanes + j] = s[l * sl];
-    }
+// Calls f(tile offset, tensor offset) for channel j < nd at every position (p, q) of a plane
+// whose channel j sits at j*sd + p*sp + q*sq from the channel block's base, in the order that
+// walks the tensor along its smallest stride (a stride of a size-1 dimension does not count):
+//   channels fastest ((B, P, Q, D) storage, the S3C spatial branch's block layout): kLanes
+//     consecutive floats per position, one 64-byte line;
+//   p fastest ((B, Q, D, P) storage, the channel branch's block layout): 16 x kLanes blocks,
+//     each channel reading or writing a run of up to kLanes rows of one column;
+//   otherwise (the default (B, D, P, Q)): channel by channel, positions in plane order.
+// The tile is row-major (tile[(p*Q + q)*kLanes + j]) in every case.
+template <class F>
+inline void for_plane(int64_t sd, int64_t sp, int64_t sq, int64_t P, int64_t Q, int nd, F&& f) {
+  constexpr int64_t kAny = INT64_MAX;
+  const int64_t ed = nd > 1 ? sd : kAny, ep = P > 1 ? sp : kAny, eq = Q > 1 ? sq : kAny;
+  if (ed <= ep && ed <= eq && ed != kAny) {
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) {
+        const int64_t l = p * Q + q, o = p * sp + q * sq;
+        for (int j = 0; j < nd; ++j) f(l * kLanes + j, o + j * sd);
+      }
+  } else if (ep < eq) {
+    for (int64_t q = 0; q < Q; ++q)
+      for (int64_t p0 = 0; p0 < P; p0 += kLanes) {
+        const int64_t p1 = std::min(P, p0 + kLanes);
+        for (int j = 0; j < nd; ++j)
+          for (int64_t p = p0; p < p1; ++p) f((p * Q + q) * kLanes + j, j * sd + p * sp + q * sq);
+      }
   } else {
-    for (int64_t l = 0; l < L; ++l) {
-      const float* s = src + l * sl + d0 * sd;
-      for (int j = 0; j < nd; ++j) tile[l * kLanes + j] = s[j * sd];
-    }
+    for (int j = 0; j < nd; ++j)
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) f((p * Q + q) * kLanes + j, j * sd + p * sp + q * sq);
   }
 }
 
-// dst[b, d0 + j, l] (contiguous (D, L) plane at dst) = tile[l][j] (+= when accumulate).
-inline void unpack_tile(const float* tile, int64_t D, int64_t L, int64_t d0, float* dst) {
+// tile[l][j] = src[d0 + j, p, q] with l = p*Q + q (zero for padded lanes); src is the batch
+// element's base, channel stride sd, plane strides sp, sq.
+inline void pack_tile(const float* src, int64_t sd, int64_t sp, int64_t sq, int64_t D, int64_t P, int64_t Q,
+                      int64_t d0, float* tile) {
   const int nd = (int)std::min<int64_t>(kLanes, D - d0);
-  for (int j = 0; j < nd; ++j) {
-    float* o = dst + (d0 + j) * L;
-    for (int64_t l = 0; l < L; ++l) o[l] = tile[l * kLanes + j];
-  }
+  if (nd < kLanes) std::memset(tile, 0, sizeof(float) * P * Q * kLanes);
+  const float* s = src + d0 * sd;
+  for_plane(sd, sp, sq, P, Q, nd, [&](int64_t t, int64_t o) { tile[t] = s[o]; });
+}
+
+// dst[d0 + j, p, q] = tile[l][j] for the block's real channels, through dst's strides.
+inline void unpack_tile(const float* tile, int64_t sd, int64_t sp, int64_t sq, int64_t D, int64_t P, int64_t Q,
+                        int64_t d0, float* dst) {
+  const int nd = (int)std::min<int64_t>(kLanes, D - d0);
+  float* o = dst + d0 * sd;
+  for_plane(sd, sp, sq, P, Q, nd, [&](int64_t t, int64_t off) { o[off] = tile[t]; });
 }
 
 // Row-major (P x Q) tile -> column-major (Q x P) tile, and back.
@@ -140,7 +162,7 @@ void forward_block(const CrossScanArgs& s, int64_t b, int64_t d0, float* out_pla
   w.ucol.resize(L * kLanes);
   w.yrow.assign(L * kLanes, 0.f);
   w.ycol.assign(L * kLanes, 0.f);
-  pack_tile(s.u + b * s.u_sb, s.u_sd, s.u_sl, s.D, L, d0, w.urow.data());
+  pack_tile(s.u + b * s.u_sb, s.u_sd, s.Q * s.u_sl, s.u_sl, s.D, s.P, s.Q, d0, w.urow.data());
   rows_to_cols(w.urow.data(), s.P, s.Q, w.ucol.data());
   BlockParams bp;
   alignas(64) float h[(NS > 0 ? NS : hm::kMaxState) * kLanes];
@@ -188,7 +210,7 @@ void forward_block(const CrossScanArgs& s, int64_t b, int64_t d0, float* out_pla
     }
   }
   add_cols_to_rows(w.ycol.data(), s.P, s.Q, w.yrow.data());
-  unpack_tile(w.yrow.data(), s.D, L, d0, out_plane + b * s.D * L);
+  unpack_tile(w.yrow.data(), s.y_sd, s.y_sp, s.y_sq, s.D, s.P, s.Q, d0, out_plane + b * s.y_sb);
 }
 
 void forward(const CrossScanArgs& s, float* out, float* ckpt) {
@@ -225,9 +247,9 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
   w.gcol.resize(L * kLanes);
   w.durow.assign(L * kLanes, 0.f);
   w.ducol.assign(L * kLanes, 0.f);
-  pack_tile(s.u + b * s.u_sb, s.u_sd, s.u_sl, D, L, d0, w.urow.data());
+  pack_tile(s.u + b * s.u_sb, s.u_sd, s.Q * s.u_sl, s.u_sl, D, s.P, s.Q, d0, w.urow.data());
   rows_to_cols(w.urow.data(), s.P, s.Q, w.ucol.data());
-  pack_tile(g.dout + b * D * L, L, 1, D, L, d0, w.grow.data());
+  pack_tile(g.dout + b * g.dout_sb, g.dout_sd, g.dout_sp, g.dout_sq, D, s.P, s.Q, d0, w.grow.data());
   rows_to_cols(w.grow.data(), s.P, s.Q, w.gcol.data());
   // Per-chunk recomputation buffers: state before each step, its decay, x and delta.
   w.work.resize(kCkpt * N * kLanes * 2 + kCkpt * kLanes * 2);
@@ -359,7 +381,7 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
     }
   }
   add_cols_to_rows(w.ducol.data(), s.P, s.Q, w.durow.data());
-  unpack_tile(w.durow.data(), D, L, d0, g.du + b * D * L);
+  unpack_tile(w.durow.data(), L, s.Q, 1, D, s.P, s.Q, d0, g.du + b * D * L);
 }
 
 void backward(const CrossScanArgs& s, const CrossScanGrads& g) {

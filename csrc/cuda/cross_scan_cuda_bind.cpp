@@ -99,9 +99,11 @@ ScanPlan make_plan(const char* op, const ScanProblem& pb, const Tensor& like, bo
 
 std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor& x_proj_weight,
                                                   const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
-                                                  const Tensor& A_logs, const Tensor& Ds) {
+                                                  const Tensor& A_logs, const Tensor& Ds,
+                                                  at::OptionalIntArrayRef out_order) {
   const checks::CrossScanDims d =
       checks::cross_scan_fwd(kFwd, kTarget, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds);
+  const auto order = checks::cross_scan_out_order(kFwd, out_order);
   const checks::NoAutocast no_autocast;
   DeviceGuard guard(u);
   Prepared p = prepare(kFwd, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, d);
@@ -121,6 +123,18 @@ std::tuple<Tensor, Tensor, Tensor> cross_scan_fwd(const Tensor& u, const Tensor&
   io.out_dtype = kFloat32;
   io.ckpt = ckpt.data_ptr<float>();
   check_launch(scan_forward(p.pb, pl, io, ws.data_ptr<float>(), current_stream(u)));
+  if (order != std::array<int64_t, 4>{0, 1, 2, 3}) {
+    // The kernels write y contiguously; another layout is one copy into it here (the CPU
+    // kernels write every layout directly).
+    std::array<int64_t, 4> storage{}, inverse{};
+    for (int64_t i = 0; i < 4; ++i) {
+      storage[i] = out.size(order[i]);
+      inverse[order[i]] = i;
+    }
+    Tensor y = empty_f32(storage, u).permute(inverse);
+    y.copy_(out);
+    out = y;
+  }
   return {out, dbl, ckpt};
 }
 

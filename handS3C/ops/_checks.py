@@ -141,6 +141,39 @@ def cross_scan_bwd(op, dout, u, x_proj_weight, dt_projs_weight, dt_projs_bias, A
     return d
 
 
+IDENTITY_ORDER = (0, 1, 2, 3)
+
+
+def cross_scan_out_order(op, out_order) -> tuple:
+    """``out_order`` of the cross-scan forward -> the permutation as a tuple (None: identity).
+
+    It is the memory order of y's logical (B, D, P, Q) dimensions, outermost first, so that
+    ``y.permute(out_order)`` is contiguous.  Raises ``TypeError`` for a non-sequence or
+    non-int entries, ``ValueError`` for anything but a permutation of (0, 1, 2, 3).
+    """
+    if out_order is None:
+        return IDENTITY_ORDER
+    want = "a permutation of (0, 1, 2, 3) (the memory order of y's (B, D, P, Q) dimensions, outermost first)"
+    if isinstance(out_order, (str, bytes)) or not isinstance(out_order, (list, tuple)):
+        raise TypeError(f"{op}: out_order must be None or {want}, got {type(out_order).__name__}")
+    for v in out_order:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{op}: out_order must be {want} of ints, got {list(out_order)!r}")
+    if sorted(out_order) != [0, 1, 2, 3]:
+        raise ValueError(f"{op}: out_order must be {want}, got {list(out_order)}")
+    return tuple(out_order)
+
+
+def empty_in_order(shape, order, like: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """An uninitialised tensor of logical ``shape`` whose dimensions lie in memory in ``order``
+    (outermost first): ``t.permute(order)`` is contiguous.  On ``like``'s device."""
+    storage = like.new_empty([shape[o] for o in order], dtype=dtype)
+    inverse = [0] * len(order)
+    for i, o in enumerate(order):
+        inverse[o] = i
+    return storage.permute(inverse)
+
+
 # ---- selective scan -----------------------------------------------------------------------
 
 @dataclass

@@ -415,3 +415,177 @@ def test_cuda_backend_rejects_mixed_devices():
     args[4] = args[4].to("meta")
     with pytest.raises(ValueError, match="one device"):
         cross_scan_selective_scan(*args, backend="cuda")
+
+
+# ---- out_order: y written in a requested memory layout (issue 14, the merge's row layout) -------
+# Kept apart from the case table above.  The S3C block asks for SPATIAL / CHANNEL, so that both
+# branch outputs seen as (B, H, W, d_inner) are contiguous; the other orders check the index
+# arithmetic for every stride pattern the kernels' pack/unpack paths distinguish.
+
+SPATIAL = (0, 2, 3, 1)   # y (B, D, P, Q) stored as (B, P, Q, D): channels fastest
+CHANNEL = (0, 3, 1, 2)   # stored as (B, Q, D, P): plane rows (P) fastest
+ORDERS = [SPATIAL, CHANNEL, (0, 1, 3, 2), (3, 2, 1, 0), (1, 0, 2, 3)]
+
+
+def _laid_out(t, order):
+    """A copy of t with its dimensions in memory in ``order`` (outermost first)."""
+    out = torch.empty([t.shape[o] for o in order], dtype=t.dtype, device=t.device)
+    out.copy_(t.permute(order))
+    inverse = [order.index(i) for i in range(4)]
+    return out.permute(inverse)
+
+
+def _run_cpu(args, order, dout):
+    leaves = [a.detach().clone().requires_grad_(True) for a in args]
+    y = ops.cross_scan_selective_scan(*leaves, out_order=order, backend="cpu")
+    return y, torch.autograd.grad(y, leaves, dout)
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=lambda o: "".join(map(str, o)))
+@pytest.mark.parametrize("u_layout", ["contig", "channel"])
+def test_out_order_cpu_is_bitwise_the_default_layout(order, u_layout):
+    """Every layout: y has the requested strides and the default layout's values bit for bit,
+    and a backward fed the incoming gradient in y's layout (as autograd hands it over behind
+    the block's merge) returns the default's gradients bit for bit.  Odd shapes: B = 3,
+    P != Q, D = 19 (a partial 16-channel block)."""
+    args = make_inputs(3, 19, 5, 7, 4, 3, seed=31)
+    if u_layout == "channel":  # the block's channel-branch view: storage (B, P, Q, D)
+        args[0] = args[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    g = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(5))
+    y0, g0 = _run_cpu(args, None, g)
+    y, grads = _run_cpu(args, order, _laid_out(g, order))
+    assert y.shape == y0.shape and y.dtype == F32
+    assert y.permute(order).is_contiguous()
+    assert torch.equal(y, y0)
+    for name, a, b in zip(["u", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"], grads, g0):
+        assert torch.equal(a, b), f"d{name} differs between out_order {order} and the default layout"
+
+
+@pytest.mark.parametrize("order", [SPATIAL, CHANNEL], ids=["spatial", "channel"])
+def test_out_order_cpu_matches_float64_reference(order):
+    """The block's two orders, with autograd end to end (the incoming gradient of y.permute(order)
+    is contiguous there, i.e. in y's layout) against the float64 reference."""
+    args = make_inputs(3, 21, 6, 5, 16, 4, seed=32)
+    leaves = [a.detach().clone().requires_grad_(True) for a in args]
+    y = ops.cross_scan_selective_scan(*leaves, out_order=order, backend="cpu")
+    rows = y.permute(order)
+    assert rows.is_contiguous()
+    ref_leaves = [a.detach().double().requires_grad_(True) for a in args]
+    want = ref64(ref_leaves)
+    assert_close(y, want, *out_tol(F32), "y")
+    g = torch.randn(rows.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    grads = torch.autograd.grad((rows * g.float()).sum(), leaves)
+    want_grads = torch.autograd.grad((want.permute(order) * g).sum(), ref_leaves)
+    tols = [du_tol(F32), weight_tol(F32), weight_tol(F32), weight_tol(F32), dA_tol(F32), weight_tol(F32)]
+    for got, exp, (rt, at) in zip(grads, want_grads, tols):
+        scale = max(1.0, exp.abs().max().item())
+        assert_close(got / scale, exp / scale, rt, at, "grad")
+
+
+def test_out_order_reference_backend_copies_into_the_layout():
+    args = make_inputs(1, 3, 2, 3, 2, 1, seed=33)
+    y0 = ops.cross_scan_selective_scan(*args, backend="reference")
+    y = ops.cross_scan_selective_scan(*args, out_order=CHANNEL, backend="reference")
+    assert y.permute(CHANNEL).is_contiguous() and torch.equal(y, y0)
+
+
+def test_out_order_identity_is_the_default():
+    args = make_inputs(2, 5, 3, 4, 4, 2, seed=34)
+    y0 = ops.cross_scan_selective_scan(*args, backend="cpu")
+    y = ops.cross_scan_selective_scan(*args, out_order=(0, 1, 2, 3), backend="cpu")
+    raw = torch.ops.hands3c.cross_scan_fwd(*args, [0, 1, 2, 3])[0]
+    assert y.is_contiguous() and raw.is_contiguous()
+    assert torch.equal(y, y0) and torch.equal(raw, y0)
+
+
+@pytest.mark.parametrize("order", [SPATIAL, CHANNEL], ids=["spatial", "channel"])
+def test_out_order_opcheck(order):
+    args = make_inputs(2, 5, 3, 4, 4, 2, seed=35)
+    torch.library.opcheck(torch.ops.hands3c.cross_scan_fwd.default,
+                          tuple(a.requires_grad_(True) for a in args) + (list(order),))
+
+
+def test_backward_op_reads_dout_through_its_strides():
+    """The raw backward with a dout in each layout, an expanded (stride 0) one included, equals
+    the backward on the same values made contiguous."""
+    args = make_inputs(2, 17, 3, 5, 4, 2, seed=36)
+    y, dbl, ck = torch.ops.hands3c.cross_scan_fwd(*args)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(7))
+    want = torch.ops.hands3c.cross_scan_bwd(g, *args, dbl, ck)
+    for dout in [_laid_out(g, o) for o in ORDERS] + [g[:, :, :1, :].expand(y.shape)]:
+        got = torch.ops.hands3c.cross_scan_bwd(dout, *args, dbl, ck)
+        ref = want if dout.data_ptr() != g[:, :, :1, :].data_ptr() else \
+            torch.ops.hands3c.cross_scan_bwd(dout.contiguous(), *args, dbl, ck)
+        for a, b in zip(got, ref):
+            assert torch.equal(a, b)
+
+
+BAD_ORDERS = [([0, 1, 2], ValueError), ([0, 1, 1, 2], ValueError), ([0, 1, 2, 4], ValueError),
+              ([0, 1, 2, 3, 4], ValueError), ([-1, 0, 1, 2], ValueError)]
+
+
+@pytest.mark.parametrize("bad,exc", BAD_ORDERS, ids=lambda v: str(v))
+def test_out_order_errors_name_the_argument(bad, exc):
+    """The wrapper, the registered CPU operator and its fake kernel (meta tensors) refuse it alike."""
+    args = make_inputs(1, 4, 3, 3, 4, 2)
+    with pytest.raises(exc, match="out_order must be a permutation of"):
+        ops.cross_scan_selective_scan(*args, out_order=bad)
+    with pytest.raises(exc, match="hands3c::cross_scan_fwd: out_order must be a permutation of"):
+        torch.ops.hands3c.cross_scan_fwd(*args, bad)
+    with pytest.raises(exc, match="out_order must be a permutation of"):
+        torch.ops.hands3c.cross_scan_fwd(*[a.to("meta") for a in args], bad)
+
+
+def test_out_order_wrapper_type_errors():
+    args = make_inputs(1, 4, 3, 3, 4, 2)
+    for bad in ("0231", 3, (0.0, 2, 3, 1), (True, 2, 3, 1)):
+        with pytest.raises(TypeError, match="out_order must be"):
+            ops.cross_scan_selective_scan(*args, out_order=bad)
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+@pytest.mark.parametrize("chunk_tiles", [0, 1], ids=["one_launch_4dirs", "chunked_2families"])
+@pytest.mark.parametrize("order", [SPATIAL, CHANNEL], ids=["spatial", "channel"])
+def test_out_order_triton(device, order, chunk_tiles):
+    """Triton stores y through its strides (both accumulation modes: the chunked one also keeps
+    its family-0 partial in y's layout): y in the requested layout, equal to the CPU kernels'
+    default-layout y within tolerance, and the gradients of a backward fed y's layout too."""
+    shape = (3, 5, 2, 3) if device == "cpu" else (3, 37, 12, 20)
+    args = tc.cs_inputs(device, *shape, 4, 2, "contig", seed=40)
+    gy = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(device)
+    with tc.plan(device, dict(tile=4, chunk_tiles=chunk_tiles, block_d=4, bwd_sub=1)):
+        y = cross_scan_selective_scan(*args, out_order=order, backend="triton")
+        grads = torch.autograd.grad(y, args, _laid_out(gy, order))
+    assert y.permute(order).is_contiguous()
+    cpu_args = [a.detach().cpu().requires_grad_(True) for a in args]
+    y_cpu = cross_scan_selective_scan(*cpu_args, backend="cpu")
+    g_cpu = torch.autograd.grad(y_cpu, cpu_args, gy.cpu())
+    assert_close(y.cpu(), y_cpu, *out_tol(F32), "y vs cpu")
+    for got, want in zip(grads, g_cpu):
+        scale = max(1.0, want.abs().max().item())
+        assert_close(got.cpu() / scale, want / scale, *du_tol(F32), "grad vs cpu")
+
+
+@pytest.mark.parametrize("device", devices_for_test())
+def test_out_order_triton_opcheck_and_errors(device):
+    cs = tc.cs_inputs(device, 1, 2, 2, 3, 2, 1, "contig", seed=12)
+    tc.opcheck("cross_scan", "fwd", (*cs, 4, 1, 2, True, list(CHANNEL)),
+               lambda o: (torch.randn_like(o[0]), *tc.detached(cs), o[1], o[2], 4, 1, 2, 1))
+    with pytest.raises(ValueError, match="hands3c::cross_scan_fwd_triton: out_order must be a permutation of"):
+        torch.ops.hands3c.cross_scan_fwd_triton(*tc.detached(cs), 4, 1, 2, False, [0, 2, 2, 1])
+
+
+@requires_gpu
+@pytest.mark.parametrize("order", [SPATIAL, CHANNEL], ids=["spatial", "channel"])
+def test_out_order_cuda(order):
+    """The CUDA kernels write y contiguously and copy it into the layout (the binding)."""
+    args = make_inputs(3, 37, 12, 20, 16, 4, seed=41)
+    gy = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(4))
+    cuda_args = [a.cuda().requires_grad_(True) for a in args]
+    y = ops.cross_scan_selective_scan(*cuda_args, out_order=order, backend="cuda")
+    grads = torch.autograd.grad(y, cuda_args, _laid_out(gy.cuda(), order))
+    y0 = ops.cross_scan_selective_scan(*cuda_args, backend="cuda")
+    g0 = torch.autograd.grad(y0, cuda_args, gy.cuda())
+    assert y.permute(order).is_contiguous() and torch.equal(y, y0)
+    for a, b in zip(grads, g0):
+        assert torch.equal(a, b)

@@ -154,7 +154,16 @@ def cross_scan_case(draw):
         inp["u"] = inp["u"].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     fwd = {k: relayout(inp[k], layouts[k]) for k in CS_NAMES}
     fwd["u"] = fwd["u"].to(u_dtype)
+    # y's memory order (None: contiguous), and then whether dout comes in y's layout (as behind
+    # the S3C block's merge) instead of one of the KEEP layouts
+    order = draw(st.one_of(st.none(), st.permutations([0, 1, 2, 3])))
+    fwd["out_order"] = order
+    if order is not None and draw(st.booleans()):
+        bwd_layouts["dout"] = "like-y"
     return fwd, inp["dout"].to(dout_dtype), bwd_layouts, draw(st.booleans())
+
+
+BAD_OUT_ORDERS = ([0, 1, 2], [0, 1, 2, 3, 1], [0, 0, 1, 2], [0, 1, 2, 4], [-1, 1, 2, 3])
 
 
 def cs_tied(args):
@@ -173,22 +182,37 @@ def cs_reference(fwd, dout):
 
 
 @FUZZ
-@given(cross_scan_case(), mutation(CS_NAMES, None), mutation(CS_NAMES + ("dout", "dbl", "checkpoints"), None))
-def test_fuzz_cross_scan(case, mut_fwd, mut_bwd):
+@given(cross_scan_case(), mutation(CS_NAMES, None), mutation(CS_NAMES + ("dout", "dbl", "checkpoints"), None),
+       st.one_of(st.none(), st.none(), st.none(), st.sampled_from(BAD_OUT_ORDERS)))
+def test_fuzz_cross_scan(case, mut_fwd, mut_bwd, bad_order):
     fwd, dout, bwd_layouts, fake = case
+    if bad_order is not None:  # the one mutation of this example: out_order no permutation
+        with pytest.raises(ValueError) as info:
+            OPS.cross_scan_fwd(*dict(fwd, out_order=bad_order).values())
+        assert str(info.value).startswith("hands3c::cross_scan_fwd: out_order must be a permutation"), \
+            str(info.value)
+        return
     res = run("cross_scan_fwd", fwd, mut_fwd, cs_tied(fwd))
     if res is None:
         return
     out, dbl, ckpt = res
+    order = fwd["out_order"]
+    assert out.permute(order or (0, 1, 2, 3)).is_contiguous(), (order, out.stride())
     ref_out, ref_dbl, ref_grads = cs_reference(fwd, dout)
     close(out, ref_out, TOL[torch.float32], "cross_scan_fwd out")
     close(dbl, ref_dbl, TOL[torch.float32], "cross_scan_fwd dbl", scale=True)
     L = fwd["u"].shape[2] * fwd["u"].shape[3]
     assert ckpt.shape == (fwd["u"].shape[0], 4, fwd["u"].shape[1], math.ceil(L / 64), fwd["A_logs"].shape[1])
-    bwd = dict(dout=dout, **fwd, dbl=dbl, checkpoints=ckpt)
+    bwd = dict(dout=dout, **{k: fwd[k] for k in CS_NAMES}, dbl=dbl, checkpoints=ckpt)
+    if bwd_layouts["dout"] == "like-y":
+        bwd_layouts["dout"] = "contiguous"
+        bwd["dout"] = torch.empty_like(out, dtype=dout.dtype).copy_(dout)
     bwd = {k: relayout(v, bwd_layouts[k]) for k, v in bwd.items()}
     if fake:
         check_fake("cross_scan_fwd", fwd, res)
+        meta_out = OPS.cross_scan_fwd(*(v.to("meta") if isinstance(v, torch.Tensor) else v
+                                        for v in fwd.values()))[0]
+        assert meta_out.stride() == out.stride(), (order, meta_out.stride(), out.stride())
     grads = run("cross_scan_bwd", bwd, mut_bwd, cs_tied(bwd))
     if grads is None:
         return
@@ -369,7 +393,8 @@ def _triton_cases(cs, ss, merge):
     Bn, D, P, Q = fwd["u"].shape
     L, N, C = P * Q, fwd["A_logs"].shape[1], fwd["x_proj_weight"].shape[1]
     ck = torch.zeros(Bn, 4, D, -(-L // TILE), N)
-    yield "cross_scan_fwd_triton", dict(fwd, tile=TILE, chunk_tiles=0, block_d=0, need_ck=True)
+    fwd = {k: fwd[k] for k in CS_NAMES}
+    yield "cross_scan_fwd_triton", dict(fwd, tile=TILE, chunk_tiles=0, block_d=0, need_ck=True, out_order=None)
     yield "cross_scan_bwd_triton", dict(dout=dout.float(), **fwd, dbl=torch.zeros(Bn, L, 4, C), checkpoints=ck,
                                         tile=TILE, chunk_tiles=0, block_d=0, bwd_sub=0)
     c, sfwd, sdout, sdlast, _, _ = ss
@@ -386,7 +411,8 @@ def _triton_cases(cs, ss, merge):
                                        rstd=torch.ones(M))
 
 
-BAD_PLAN = {"tile": (3, 0, -4), "chunk_tiles": (-1,), "block_d": (3, -2), "bwd_sub": (-1,)}
+BAD_PLAN = {"tile": (3, 0, -4), "chunk_tiles": (-1,), "block_d": (3, -2), "bwd_sub": (-1,),
+            "out_order": BAD_OUT_ORDERS}
 
 
 @FUZZ

@@ -308,3 +308,35 @@ def test_half_precision_u_is_read_as_float32(name):
                 b[k] = args[k].to(dtype).float()
         for g, w in zip(call(name, a), call(name, b)):
             assert torch.equal(g, w)
+
+
+# ---- cross_scan_fwd's out_order (issue 14): refused unless a permutation; every layout safe ------
+
+@pytest.mark.parametrize("bad", [[0, 1, 2], [0, 1, 2, 3, 0], [0, 0, 1, 2], [1, 2, 3, 4], [-1, 0, 1, 2], []],
+                         ids=str)
+def test_cross_scan_fwd_out_order_must_be_a_permutation(bad):
+    """The C++ operator and its fake kernel (meta tensors) name out_order before any allocation."""
+    args = dict(CASES["cross_scan_fwd"], out_order=bad)
+    want = r"out_order must be a permutation of \(0, 1, 2, 3\)"
+    expect_named_error("cross_scan_fwd", args, ValueError, want)
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+    expect_named_error("cross_scan_fwd", meta, ValueError, want)
+
+
+def test_cross_scan_every_out_order_and_dout_layout():
+    """All 24 memory orders of y: the values of the default layout, the strides asked for, the
+    fake kernel's strides equal to the real ones; the backward given dout in that layout (the
+    kernel reads it through its strides) returns the contiguous dout's gradients."""
+    import itertools
+    fwd, bwd = CASES["cross_scan_fwd"], CASES["cross_scan_bwd"]
+    y0 = call("cross_scan_fwd", fwd)[0]
+    g0 = call("cross_scan_bwd", bwd)
+    meta = {k: v.to("meta") for k, v in fwd.items()}
+    for order in itertools.permutations(range(4)):
+        y = OPS.cross_scan_fwd(*fwd.values(), list(order))[0]
+        assert torch.equal(y, y0) and y.permute(order).is_contiguous(), order
+        assert OPS.cross_scan_fwd(*meta.values(), list(order))[0].stride() == y.stride(), order
+        dout = torch.empty_like(y).copy_(bwd["dout"])  # empty_like keeps y's strides
+        assert dout.stride() == y.stride()
+        for a, b in zip(call("cross_scan_bwd", dict(bwd, dout=dout)), g0):
+            assert torch.equal(a, b), order

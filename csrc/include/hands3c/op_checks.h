@@ -17,7 +17,9 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
+#include <c10/util/OptionalArrayRef.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -159,6 +161,26 @@ inline CrossScanDims cross_scan_bwd(const char* op, const Target& target, const 
   check_f32(op, "checkpoints", ckpt);
   check_shape(op, "checkpoints (B, 4, D, ceil(L/64), N)", ckpt, {d.B, 4, d.D, d.nchunks, d.N});
   return d;
+}
+
+// cross_scan_fwd's out_order: the memory order of y's logical (B, D, P, Q) dimensions, outermost
+// first (y.permute(out_order) is contiguous).  Absent: (0, 1, 2, 3), the contiguous layout.
+// Returned as the validated permutation.
+inline std::array<int64_t, 4> cross_scan_out_order(const char* op, const at::OptionalIntArrayRef& out_order) {
+  std::array<int64_t, 4> order{0, 1, 2, 3};
+  if (!out_order.has_value()) return order;
+  const at::IntArrayRef o = *out_order;
+  TORCH_CHECK_VALUE(o.size() == 4, op, ": out_order must be a permutation of (0, 1, 2, 3) (the memory order of ",
+                    "y's (B, D, P, Q) dimensions, outermost first), got ", o.size(), " values ", o);
+  bool seen[4] = {false, false, false, false};
+  for (size_t i = 0; i < 4; ++i) {
+    TORCH_CHECK_VALUE(o[i] >= 0 && o[i] < 4 && !seen[o[i]], op,
+                      ": out_order must be a permutation of (0, 1, 2, 3) (the memory order of y's (B, D, P, Q) ",
+                      "dimensions, outermost first), got ", o);
+    seen[o[i]] = true;
+    order[i] = o[i];
+  }
+  return order;
 }
 
 // ---- selective_scan_fwd / selective_scan_bwd --------------------------------------------------
