@@ -208,3 +208,26 @@ def test_channel_branch_full_length_emulated(emu, target):
     inp = cp.cs_inputs(case)
     out, _, _, grads = cp.cs_run_ops(emu, case, inp)
     cp.cs_compare(case, (out, grads), cp.cs_reference(case, inp), tag=case.id())
+
+
+# ---- cross_scan_fwd's out_order (issue 14): the binding copies y into the requested layout ----
+
+@pytest.mark.parametrize("order", [(0, 2, 3, 1), (0, 3, 1, 2), (3, 1, 0, 2)], ids=lambda o: "".join(map(str, o)))
+def test_cross_scan_out_order_emulated(emu, order):
+    """y in the requested layout with the default layout's values bit for bit (the kernels write
+    y contiguously, the binding copies); the backward fed dout in y's layout (it makes dout
+    contiguous) returns the contiguous dout's gradients bit for bit.  Every element of y is
+    written (outputs are NaN-poisoned first)."""
+    _target(None)
+    case = cp.CSCase(3, 19, 5, 7, 4, 3)
+    inp = cp.cs_inputs(case)
+    args = [inp[k] for k in cp.CS_GRAD_NAMES]
+    y0, dbl, ckpt = emu.cross_scan_fwd(*args)
+    y = emu.cross_scan_fwd(*args, list(order))[0]
+    assert y.permute(order).is_contiguous() and torch.equal(y, y0)
+    g0 = emu.cross_scan_bwd(inp["dout"], *args, dbl, ckpt)
+    dout = torch.empty_like(y).copy_(inp["dout"])
+    for a, b in zip(emu.cross_scan_bwd(dout, *args, dbl, ckpt), g0):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="out_order must be a permutation of"):
+        emu.cross_scan_fwd(*args, [0, 1, 2, 2])
