@@ -1,12 +1,16 @@
 // CPU kernel of the S3C merge: out = LayerNorm(y_spatial + y_channel) * silu(z) over the
 // last dimension, forward and backward.
 //
-// The block passes permuted views: y_spatial (B,d,H,W) and y_channel (B,W,d,H) seen as
-// (B,H,W,d), so their channel stride is not 1, while z and the outputs are row-major.  Rows
-// are processed in tiles of kG: each strided input is gathered once into a contiguous
-// (kG x C) tile with the loop order that reads it with unit stride (channel outer, row inner
-// when consecutive rows are adjacent in memory), so no full transposed copy is ever made and
-// every row is then a contiguous, vectorised loop.  Statistics are accumulated in double.
+// Any strides are accepted.  The S3C block's scans write both branch outputs in its
+// (B, H, W, d) row layout (cross_scan_selective_scan's out_order), so there every input row is
+// contiguous and is read in place: x = y_spatial + y_channel is summed straight into a row
+// of the tile and a float32 z is not copied at all.  Inputs whose channel stride is not 1
+// (e.g. the permuted views of contiguous (B, d, H, W) / (B, W, d, H) branch outputs) are
+// gathered once per tile of kG rows into a contiguous (kG x C) tile with the loop order that
+// reads them with unit stride (channel outer, row inner when consecutive rows are adjacent in
+// memory), so no full transposed copy is ever made.  Either way the rows, tiles and reduction
+// order are the same, so the result does not depend on the layout.  Statistics are
+// accumulated in double.
 // The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
 // (GCC target_clones); the backward's weight/bias reduction is per fixed block of rows,
 // summed in block order, so results do not depend on the thread count.
@@ -133,17 +137,37 @@ TilePlan plan_tiles(const at::Tensor& t, int64_t M) {
 }
 
 // Loads tile t of the plan for forward and backward alike: x = y_spatial + y_channel into xs
-// (xc is scratch) and z into zt, each (g x C).  Returns g; *rows points at the tile's row ids.
+// (xc is scratch) and z: zrow[j] points at row j's z as float, either the tensor's own row
+// (float32 z with unit channel stride: no copy) or a row of zt.  Each (g x C).  Returns g;
+// *rows points at the tile's row ids.  Rows whose channels are contiguous (the S3C block's
+// layout since the scans write (B, H, W, d_inner)) are summed straight from the tensors.
 template <typename T>
 int64_t load_tile(const TilePlan& plan, int64_t t, const Rows<float>& S, const Rows<float>& Ch, const Rows<T>& Z,
-                  int64_t C, float* xs, float* xc, float* zt, const int64_t** rows) {
+                  int64_t C, float* xs, float* xc, float* zt, const float** zrow, const int64_t** rows) {
   *rows = plan.rows.data() + plan.start[t];
   const int64_t g = plan.start[t + 1] - plan.start[t];
-  gather_tile(S, *rows, g, C, xs);
-  gather_tile(Ch, *rows, g, C, xc);
-  HS3C_SIMD
-  for (int64_t i = 0; i < g * C; ++i) xs[i] += xc[i];
+  if (S.sc == 1 && Ch.sc == 1) {
+    for (int64_t j = 0; j < g; ++j) {
+      const float* a = S.base + S.off[(*rows)[j]];
+      const float* b = Ch.base + Ch.off[(*rows)[j]];
+      float* x = xs + j * C;
+      HS3C_SIMD
+      for (int64_t c = 0; c < C; ++c) x[c] = a[c] + b[c];
+    }
+  } else {
+    gather_tile(S, *rows, g, C, xs);
+    gather_tile(Ch, *rows, g, C, xc);
+    HS3C_SIMD
+    for (int64_t i = 0; i < g * C; ++i) xs[i] += xc[i];
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (Z.sc == 1) {
+      for (int64_t j = 0; j < g; ++j) zrow[j] = Z.base + Z.off[(*rows)[j]];
+      return g;
+    }
+  }
   gather_tile(Z, *rows, g, C, zt);
+  for (int64_t j = 0; j < g; ++j) zrow[j] = zt + j * C;
   return g;
 }
 
@@ -179,8 +203,10 @@ void merge_row_bwd(const float* x, const float* z, const float* go, const float*
     const float h = (x[c] - mu) * rs;
     xh[c] = h;
     const float ln = h * w[c] + b[c];
-    dz[c] = go[c] * ln * hm::silu_grad_f(z[c]);
-    const float dln = go[c] * hm::silu_f(z[c]);  // gradient of the LayerNorm output
+    // silu and its derivative from one sigmoid (hm::silu_f / silu_grad_f would take two exps)
+    const float sg = hm::sigmoid_f(z[c]);
+    dz[c] = go[c] * ln * (sg * (1.0f + z[c] * (1.0f - sg)));
+    const float dln = go[c] * (z[c] * sg);  // gradient of the LayerNorm output
     dw[c] += dln * h;
     db[c] += dln;
     const float d = dln * w[c];
@@ -238,10 +264,11 @@ std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const 
       float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t* rows;
-        const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, &rows);
+        const float* zrow[kG];
+        const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, zrow, &rows);
         for (int64_t j = 0; j < g; ++j) {
           const int64_t r = rows[j];
-          merge_row_fwd(xs + j * C, zt + j * C, pw, pb, C, feps, po + r * C, pm + r, pr + r);
+          merge_row_fwd(xs + j * C, zrow[j], pw, pb, C, feps, po + r * C, pm + r, pr + r);
         }
       }
     });
@@ -294,13 +321,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
         const int64_t tend = std::min(ntiles, (blk + 1) * kTilesPerBlock);
         for (int64_t t = blk * kTilesPerBlock; t < tend; ++t) {
           const int64_t* rows;
-          const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, &rows);
+          const float* zrow[kG];
+          const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, zrow, &rows);
           for (int64_t j = 0; j < g; ++j) {
             const float* x = xs + j * C;
             const int64_t r = rows[j];
             // float z: dz is written in place; half/bfloat16: through a float row, then converted
             float* dzf = std::is_same_v<scalar_t, float> ? reinterpret_cast<float*>(pdz) + r * C : dzrow;
-            merge_row_bwd(x, zt + j * C, pd + r * C, pw, pb, C, pm[r], pr[r], xh, dxh, pdy + r * C, dzf, dw, db);
+            merge_row_bwd(x, zrow[j], pd + r * C, pw, pb, C, pm[r], pr[r], xh, dxh, pdy + r * C, dzf, dw, db);
             if constexpr (!std::is_same_v<scalar_t, float>) {
               scalar_t* o = pdz + r * C;
               for (int64_t c = 0; c < C; ++c) o[c] = static_cast<scalar_t>(dzf[c]);

@@ -230,3 +230,63 @@ def test_cuda_backend_rejects_cpu_tensors():
     m = cp.merge_inputs(cp.MergeCase((2, 8)))
     with pytest.raises(ValueError, match="CUDA tensors, got tensors on cpu"):
         s3c_merge(*(m[k] for k in cp.MERGE_GRAD_NAMES), backend="cuda")
+
+
+# ---- contiguous rows: the S3C block's layout since the scans write (B, H, W, d) (issue 14) ------
+# Kept apart from the case table above.  The kernel reads contiguous rows in place (no tile
+# gather; a float32 z not even copied) and keeps the strided path's rows, tiles and reduction
+# order, so the layout of the inputs must not change a single bit of any result.
+
+def _block_layouts(B, H, W, C, zdtype, seed):
+    """The same values as the block's branch outputs in the old layout (permuted views of
+    contiguous (B, C, H, W) and (B, W, C, H) tensors) and the new one (contiguous (B, H, W, C)
+    rows), with z the second half of the in-projection's (B, H, W, 2C) output as in the block."""
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.randn(B, H, W, C, generator=g) * 2 + 0.3
+    yc = torch.randn(B, H, W, C, generator=g)
+    xz = torch.randn(B, H, W, 2 * C, generator=g).to(zdtype)
+    w, b = 1 + 0.3 * torch.randn(C, generator=g), 0.2 * torch.randn(C, generator=g)
+    old = (ys.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1),
+           yc.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2))
+    return (ys, yc), old, xz, w, b
+
+
+def _merge_with_grads(ys, yc, xz, w, b, cot):
+    C = w.shape[0]
+    leaves = [t.detach().clone().requires_grad_(True) for t in (ys, yc, xz, w, b)]
+    out = ops.s3c_merge(leaves[0], leaves[1], leaves[2][..., C:], leaves[3], leaves[4], backend="cpu")
+    return (out,) + torch.autograd.grad((out * cot).sum(), leaves)
+
+
+@pytest.mark.parametrize("zdtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5, 9, 37), (2, 32, 32, 512), (1, 4, 3, 20)], ids=lambda s: "x".join(map(str, s)))
+def test_contiguous_rows_equal_the_permuted_views_bitwise(shape, zdtype):
+    """Old layout, new layout and a mix of the two: the same output and gradients bit for bit
+    (odd shapes: 3 batches, W = 9 and 3 (tiles of fewer than 16 rows), C = 37 and 20)."""
+    B, H, W, C = shape
+    new, old, xz, w, b = _block_layouts(B, H, W, C, zdtype, seed=11)
+    cot = torch.randn(B, H, W, C, generator=torch.Generator().manual_seed(12))
+    want = _merge_with_grads(*old, xz, w, b, cot)
+    for ys, yc in (new, (new[0], old[1]), (old[0], new[1])):
+        got = _merge_with_grads(ys, yc, xz, w, b, cot)
+        for name, a, e in zip(["out", "dy_spatial", "dy_channel", "dxz", "dweight", "dbias"], got, want):
+            assert torch.equal(a, e), f"{name} depends on the inputs' layout"
+
+
+@pytest.mark.parametrize("zdtype", [torch.float32, torch.float16], ids=str)
+def test_contiguous_rows_match_float64_reference(zdtype):
+    B, H, W, C = 3, 4, 11, 45
+    (ys, yc), _, xz, w, b = _block_layouts(B, H, W, C, zdtype, seed=13)
+    leaves = [t.clone().requires_grad_(True) for t in (ys, yc, xz, w, b)]
+    ref_leaves = [t.detach().double().requires_grad_(True) for t in (ys, yc, xz, w, b)]
+    out = ops.s3c_merge(leaves[0], leaves[1], leaves[2][..., C:], leaves[3], leaves[4], backend="cpu")
+    want = reference.s3c_merge_ref(ref_leaves[0], ref_leaves[1], ref_leaves[2][..., C:], ref_leaves[3], ref_leaves[4])
+    assert_close(out, want, *out_tol(torch.float32), "out")
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(14))
+    got = torch.autograd.grad((out * cot).sum(), leaves)
+    exp = torch.autograd.grad((want * cot.double()).sum(), ref_leaves)
+    for name, a, e in zip(["y_spatial", "y_channel", "xz", "weight", "bias"], got, exp):
+        scale = max(1.0, e.abs().max().item())
+        tol = out_tol(zdtype) if name == "xz" else weight_tol(torch.float32)
+        assert_close(a.float() / scale, e / scale, *tol, f"d{name}")
+    assert (got[2][..., :C] == 0).all()  # the in-projection half that is not z gets no gradient
