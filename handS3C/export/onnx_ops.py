@@ -246,8 +246,11 @@ def _chunked_scan(dirs: Sequence[_Direction], nlead: int, N: int, final_state: b
 
 # ---- cross_scan_fwd ----------------------------------------------------------------------------
 
-def cross_scan_fwd(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
-    """``hands3c::cross_scan_fwd`` -> (out (B,D,P,Q), dbl (B,L,4,R+2N), checkpoints zeros)."""
+def cross_scan_fwd(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_order=None):
+    """``hands3c::cross_scan_fwd`` -> (out (B,D,P,Q), dbl (B,L,4,R+2N), checkpoints zeros).
+
+    ``out_order`` (the memory layout the S3C block asks of out) is ignored: ONNX tensors have
+    no strides, and out's logical (B, D, P, Q) values do not depend on it."""
     _, D, P, Q = _static_dims(u, "u")
     if None in (D, P, Q):
         raise ValueError(f"ONNX export of cross_scan_fwd needs static D, P, Q (got u shape {u.shape}); "

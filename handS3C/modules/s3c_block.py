@@ -12,6 +12,12 @@ from ..ops import BACKENDS, cross_scan_selective_scan, s3c_merge
 __all__ = ["S3CBlock", "SS2D", "dt_bias_init"]
 
 _DIRECTIONS = 4
+# The branch outputs' memory orders (cross_scan_selective_scan's out_order): the spatial
+# branch's (B, d_inner, H, W) and the channel branch's (B, W, d_inner, H) both stored as
+# (B, H, W, d_inner), the merge's rows.  Module attributes so a benchmark can compare them
+# with the contiguous (0, 1, 2, 3) layout.
+SPATIAL_OUT_ORDER = (0, 2, 3, 1)
+CHANNEL_OUT_ORDER = (0, 3, 1, 2)
 
 
 def dt_bias_init(n: int, dt_min=1e-3, dt_max=0.1, floor=1e-4, generator=None) -> torch.Tensor:
@@ -78,9 +84,12 @@ class SS2D(nn.Module):
         u = F.silu(self.conv2d(xi.permute(0, 3, 1, 2)))          # (B, d_inner, H, W)
         # The operators pick the implementation (backend="reference" is the published path).
         # The channel branch scans the (d_inner x H) plane with the width as features: a
-        # permuted view, no copy.
-        y_c = cross_scan_selective_scan(u.permute(0, 3, 1, 2), *self.channel_params(), backend=backend)
-        y_s = cross_scan_selective_scan(u, *self.spatial_params(), backend=backend)
+        # permuted view, no copy.  Both scans write y in the merge's (B, H, W, d_inner) row
+        # layout (out_order), so the merge streams contiguous rows, and its gradient comes
+        # back to the scans' backward in that layout, which they read through its strides.
+        y_c = cross_scan_selective_scan(u.permute(0, 3, 1, 2), *self.channel_params(), out_order=CHANNEL_OUT_ORDER,
+                                        backend=backend)
+        y_s = cross_scan_selective_scan(u, *self.spatial_params(), out_order=SPATIAL_OUT_ORDER, backend=backend)
         y = s3c_merge(y_s.permute(0, 2, 3, 1), y_c.permute(0, 3, 1, 2), z, self.out_norm.weight,
                       self.out_norm.bias, self.out_norm.eps, backend=backend)
         return self.out_proj(y.to(t.dtype))
