@@ -178,11 +178,13 @@ def suite_ops(args, device, backends):
         peak = max(torch.ops.hands3c.state_update_peak_rate(100_000) for _ in range(3))
         EXTRA["compute bound (same exp+FMA work, no memory traffic)"] = f"{peak / 1e9:.2f} G state updates/s"
 
-    # The merge, at the block's shape.
+    # The merge, at the block's shape and layout: the two scans write their outputs as
+    # contiguous (B, H, W, d_inner) rows (cross_scan_selective_scan's out_order), so both
+    # branch inputs are contiguous here, for the kernel and for PyTorch's layer_norm + silu alike.
     g = torch.Generator().manual_seed(3)
     shape = (B, 32, 32, 512)
-    ys = torch.randn(B, 512, 32, 32, generator=g).to(device).permute(0, 2, 3, 1)
-    yc = torch.randn(B, 32, 512, 32, generator=g).to(device).permute(0, 3, 1, 2)
+    ys = torch.randn(shape, generator=g).to(device)
+    yc = torch.randn(shape, generator=g).to(device)
     z = torch.randn(shape, generator=g).to(device)
     w = (1 + 0.1 * torch.randn(512, generator=g)).to(device)
     bb = (0.1 * torch.randn(512, generator=g)).to(device)
