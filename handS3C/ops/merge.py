@@ -4,8 +4,10 @@ Contract
 --------
 ``s3c_merge(y_spatial, y_channel, z, norm_weight, norm_bias, eps=1e-5, *, backend="auto")``
 
-* ``y_spatial``, ``y_channel``: (..., C) float32, same shape, any strides (the S3C block
-  passes permuted views of the two branch outputs).
+* ``y_spatial``, ``y_channel``: (..., C) float32, same shape, any strides.  The S3C block
+  passes the two branch outputs as (B, H, W, d_inner) views that are contiguous (the cross
+  scans write that layout, ``out_order``), which the CPU kernel reads row by row in place;
+  other strides are gathered tile by tile, with bitwise the same results.
 * ``z``: (..., C) float32 / float16 / bfloat16, same shape (the gate).
 * ``norm_weight``, ``norm_bias``: (C,) float32.
 * Returns (..., C) float32: ``layer_norm(y_spatial + y_channel) * silu(z)`` over the last
