@@ -71,7 +71,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr-gamma", type=_float, default=None, help="by this factor (default: published)")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
                    help="mixed precision: bf16 autocast (CPU or GPU) or fp16 with a gradient scaler (GPU); "
-                        "default off")
+                        "default off. bf16 made the CPU step at batch 4 1.6-2.6x faster on an AMX CPU, but is "
+                        "not the default: its pose came out just beyond SPEC §4's bfloat16 tolerance (1.001x "
+                        "the bound, up to 1.95x on other inputs) and its loss drifted 11-37%% from float32's "
+                        "within 9 steps (python -m benchmarks.train_bench)")
+    p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
+                   help="layout of the convolutions' weights and the images (default auto: channels_last on CPU, "
+                        "where the float32 step at batch 4 measured 1.2-1.34x faster than contiguous with the "
+                        "same outputs to 1e-6; contiguous on GPU, not measured there)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda", "triton", "reference"), default=None,
                    help="the S3C block's kernels (default auto)")
     p.add_argument("--device", default=None, help="auto (a GPU when visible), cpu or cuda")
@@ -109,7 +116,8 @@ def run(args) -> int:
     overrides = dict(
         data_root=args.data_root, mano_model_path=args.mano_model_path, backbone_weights=args.backbone_weights,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step_epochs=args.lr_step_epochs,
-        lr_gamma=args.lr_gamma, amp=args.amp, backend=args.backend, device=args.device, workers=args.workers,
+        lr_gamma=args.lr_gamma, amp=args.amp, memory_format=args.memory_format,
+        backend=args.backend, device=args.device, workers=args.workers,
         resume=args.resume, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
         save_every=args.save_every, keep=args.keep, accumulate=args.accumulate, seed=args.seed,
         log_every=args.log_every, skip_nonfinite=args.skip_nonfinite, check_finite=args.check_finite, deterministic=args.deterministic,

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed as distmod
-from .config import TrainConfig
+from .config import TrainConfig, resolve_memory_format
 from .logs import RunLog, plot_curves
 from ..model.hands3c import NonFiniteError
 from .snapshot import (FAULT_ENV, SnapshotError, atomic_write_bytes, list_snapshots, load_newest_valid,
@@ -208,6 +208,9 @@ class Trainer:
         random.seed(cfg.seed)
         self.model = HandS3C(input_size=cfg.input_size, backend=cfg.backend, mano_model_path=cfg.mano_model_path,
                              backbone_weights=cfg.backbone_weights).to(self.device)
+        # before the optimizer exists, so Adam's moments take the weights' layout
+        self.memory_format = resolve_memory_format(cfg.memory_format, self.device.type)
+        self.model = self.model.to(memory_format=self.memory_format)
         # per-rank streams from here on (nothing in the loop draws from them today, but they are
         # saved and restored so that anything that does stays reproducible)
         torch.manual_seed(cfg.seed + 7919 * self.dist.rank)
@@ -325,7 +328,8 @@ class Trainer:
 
     def _train_step(self, batch, step: int, epoch: int, index_in_epoch: int):
         cfg = self.cfg
-        images = batch["image"].to(self.device, non_blocking=True)
+        # the images in the weights' layout: a mismatch would make the first convolution reorder them
+        images = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         targets = {k: batch[k].to(self.device, non_blocking=True) for k in ("pose", "shape", "joints2d")}
         if "has_mano" in batch and not bool(batch["has_mano"].all()):
             idx = batch["index"][~batch["has_mano"].bool()].tolist() if "index" in batch else "?"

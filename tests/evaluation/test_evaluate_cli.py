@@ -203,11 +203,30 @@ def test_bad_samples_stop_or_are_skipped_and_reported(synth, tmp_path, capsys):
     assert len(rec["skipped"]) == 1 and rec["metrics"]["num_samples"] == N_EVAL - 1
 
 
+def test_memory_format_flag_same_metrics_and_recorded(synth, tmp_path, capsys):
+    """--memory-format: the default (auto: channels_last on CPU) and contiguous score the same
+    predictions to float32 rounding; the choice is recorded; a bad value is a usage error."""
+    assert _evaluate(synth, "freihand", tmp_path / "auto") == 0
+    assert _evaluate(synth, "freihand", tmp_path / "nchw", "--memory-format", "contiguous") == 0
+    auto = json.load(open(tmp_path / "auto" / "metrics.json"))
+    nchw = json.load(open(tmp_path / "nchw" / "metrics.json"))
+    assert auto["memory_format"] == "auto" and nchw["memory_format"] == "contiguous"
+    for k in ("mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm"):
+        assert auto["metrics"][k] == pytest.approx(nchw["metrics"][k], rel=6e-4, abs=2e-3), k
+    xyz_a, _ = read_submission(str(tmp_path / "auto" / "pred.zip"))
+    xyz_n, _ = read_submission(str(tmp_path / "nchw" / "pred.zip"))
+    np.testing.assert_allclose(xyz_a, xyz_n, rtol=6e-4, atol=2e-3)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        _evaluate(synth, "freihand", tmp_path / "bad", "--memory-format", "nhwc")
+    assert e.value.code == 2 and "invalid choice: 'nhwc'" in capsys.readouterr().err
+
+
 def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--dataset", "--data-root", "--checkpoint", "--mano-model-path", "--backend", "--batch-size",
-                 "--workers", "--out", "--device", "--skip-bad"):
+                 "--workers", "--out", "--device", "--skip-bad", "--memory-format"):
         assert flag in text, flag

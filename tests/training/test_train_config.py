@@ -52,6 +52,7 @@ def test_precedence_file_then_flags(tmp_path):
 @pytest.mark.parametrize("field,value,msg", [
     ("batch_size", 0, "batch_size must be a positive integer"),
     ("amp", "fp8", "amp must be one of"),
+    ("memory_format", "nhwc", "memory_format must be one of"),
     ("lr", -1.0, "lr must be a positive number"),
     ("lr_gamma", 1.5, r"lr_gamma must be a number in \(0, 1\]"),
     ("input_size", 300, "input_size must be 224 or 256"),
@@ -69,7 +70,7 @@ def test_cli_train_parser_has_every_flag_with_help():
     flags = {s for a in sub._actions for s in a.option_strings}
     for f in ("--dataset", "--data-root", "--mano-model-path", "--out", "--backbone-weights", "--epochs",
               "--batch-size", "--lr", "--amp", "--backend", "--workers", "--resume", "--eval-every", "--seed",
-              "--config", "--skip-nonfinite", "--keep", "--accumulate"):
+              "--config", "--skip-nonfinite", "--keep", "--accumulate", "--memory-format"):
         assert f in flags, f
     assert all(a.help for a in sub._actions)
     args = parser.parse_args(["train", "--dataset", "dexycb", "--data-root", "d", "--mano-model-path", "m",
