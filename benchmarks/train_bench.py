@@ -22,7 +22,10 @@ order.  The speed-up is the median of the per-round ratios against float32 conti
 timing, every configuration's eval-mode outputs are compared with float32 contiguous under
 SPEC §4's tolerance of its dtype (float32: rtol 6e-4, atol 2e-3; bfloat16: rtol 3e-2, atol
 5e-2), output by output; the losses of every step are kept, so the short run (warm-up + timed
-rounds) shows whether bfloat16's loss tracks float32's.  ``TODAY_S`` is the float32 step of
+rounds) shows whether bfloat16's loss tracks float32's (from the second step on, even two
+float32 layouts part somewhat: Adam's first update is about lr * sign(grad), and gradients that
+are rounding noise take either sign).  Each step's CPU time (this process, all threads) is kept
+beside its wall-clock time: on a shared machine it moves less with the neighbours' load.  ``TODAY_S`` is the float32 step of
 RESULTS.md's 2026-11-30 run, which the default configuration is also divided by (a figure
 from another run, so not an interleaved ratio).
 
