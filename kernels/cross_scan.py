@@ -51,7 +51,7 @@ from torch.library import wrap_triton
 from . import _plan as plan
 from ..ops import _checks
 
-from ._scan_common import LOG2E, lin_combine, sigmoid, softplus, take_row
+from ._scan_common import LOG2E, sigmoid, softplus, take_row, tile_adjoints, tile_states
 
 
 @triton.jit
@@ -145,8 +145,7 @@ def _fwd_direction(
             sdl += tl.sum(dl, axis=0)
         elif STORE_CK:  # only when a backward will need them
             tl.store(ck_base + j * N, h, mask=m_dn)
-        pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine, reverse=REV)
-        hs = hb + pa * h[None, :, :]
+        hs = tile_states(dA, dBx, h, REV)
         if not LOCAL:
             Ct = tl.load(dbl_ptr + row[:, None] + R + N + n[None, :], mask=m_sn, other=0.0)
             y = tl.sum(hs * Ct[:, None, :], axis=2) + dsk[None, :] * x
@@ -300,8 +299,7 @@ def cs_bwd_chunk_kernel(
         dln = _next_delta(dbl_ptr, wdt_ptr, wrow, bias, i, tv, dmask, b, L, P, Q, K, FAM, REV, R, N)
         alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])
         beta = g[:, :, None] * Ct[:, None, :]
-        pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=not REV)
-        lam = lb + pl * carry[None, :, :]
+        lam = tile_adjoints(alpha, beta, carry, REV)
         if REV:
             carry = take_row(lam, S - 1, S)
         else:
@@ -393,15 +391,13 @@ def _bwd_direction(
             dA = tl.exp2(dl[:, :, None] * A2[None, :, :])
             dBx = (dl * x)[:, :, None] * Bt[:, None, :]
             h0 = tl.load(ck_base + j * N, mask=m_dn, other=0.0)
-            pa, hb = tl.associative_scan((dA, dBx), 0, lin_combine, reverse=REV)
-            hs = hb + pa * h0[None, :, :]
+            hs = tile_states(dA, dBx, h0, REV)
             o = (b * D + d[None, :]) * L + pos[:, None]
             g = tl.load(dout_ptr + o, mask=m_sd, other=0.0)
             dln = _next_delta(dbl_ptr, wdt_ptr, wrow, bias, i, tv, dmask, b, L, P, Q, K, FAM, REV, R, N)
             alpha = tl.exp2(dln[:, :, None] * A2[None, :, :])
             beta = g[:, :, None] * Ct[:, None, :]
-            pl, lb = tl.associative_scan((alpha, beta), 0, lin_combine, reverse=not REV)
-            lam = lb + pl * carry[None, :, :]
+            lam = tile_adjoints(alpha, beta, carry, REV)
             if REV:
                 carry = take_row(lam, S - 1, S)
             else:

@@ -51,11 +51,9 @@ from .. import _ext, reference
 from . import _checks
 from ._backend import (check_checkpoints, check_same_device, check_shape, check_tensor, resolve_backend,
                        triton_available)
+from ._checks import _SCAN_FLOATS as _FLOATS, CHECKPOINT_STRIDE, MAX_STATE
 
 OP = "cross_scan_selective_scan"
-CHECKPOINT_STRIDE = 64
-MAX_STATE = 64
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _validate(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
