@@ -45,3 +45,21 @@ def test_isa_override_rejects_unknown_names(monkeypatch):
         ops.selective_scan_fn(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], backend="cpu")
     with pytest.raises(ValueError, match="HANDS3C_CPU_ISA"):
         torch.ops.hands3c.cpu_isa()
+
+
+@pytest.mark.parametrize("order", [(0, 2, 3, 1), (0, 3, 1, 2)], ids=["spatial_rows", "channel_rows"])
+def test_every_build_writes_and_reads_the_block_layouts(monkeypatch, order):
+    """Each instruction-set build writes y in the S3C block's out_order layouts with the values
+    of its contiguous y, and reads a dout in that layout like a contiguous one (bitwise: the
+    layout code only moves floats)."""
+    inp = cp.cs_inputs(CS_CASE)
+    args = [inp[k] for k in cp.CS_GRAD_NAMES]
+    for name in _builds():
+        monkeypatch.setenv("HANDS3C_CPU_ISA", name)
+        y0, dbl, ck = torch.ops.hands3c.cross_scan_fwd(*args)
+        y = torch.ops.hands3c.cross_scan_fwd(*args, list(order))[0]
+        assert y.permute(order).is_contiguous() and torch.equal(y, y0), name
+        dout = torch.empty_like(y).copy_(inp["dout"])
+        want = torch.ops.hands3c.cross_scan_bwd(inp["dout"], *args, dbl, ck)
+        for a, b in zip(torch.ops.hands3c.cross_scan_bwd(dout, *args, dbl, ck), want):
+            assert torch.equal(a, b), name
