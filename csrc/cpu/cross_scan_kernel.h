@@ -478,7 +478,7 @@ void backward(const CrossScanArgs& s, const CrossScanGrads& g) {
 // independent accumulator vectors of kLanes floats (enough to cover the FMA latency on every
 // FMA port: latency 4 x 2 ports needs 8), each updated by a*m + c per round, no loads or stores.
 // Returns kLanes-wide FMAs per second on all threads (one zmm FMA on AVX-512, two ymm on AVX2;
-// the baseline build has no FMA instruction and issues a multiply and an add).
+// the baseline build has no FMA instruction: its shim reports multiplies and adds, two per update).
 //
 // Operations per state update of scan_step on AVX-512 (GCC 12, objdump of the compiled loop),
 // per 16 lanes of one state n: delta*a2 (vmulps), the clamp (vcmpnltps into a mask, applied by
