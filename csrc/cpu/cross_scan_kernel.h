@@ -113,22 +113,24 @@ inline void add_cols_to_rows(const float* src, int64_t P, int64_t Q, float* dst)
 // kLanes floats as one value: GCC keeps it in one zmm (two ymm, four xmm on the narrower builds),
 // so accumulators declared with it stay in registers where float arrays would go through memory.
 typedef float v16f __attribute__((vector_size(64)));
-inline v16f load16(const float* p) { v16f v; std::memcpy(&v, p, sizeof(v)); return v; }
+// The same, readable from any float address (4-byte alignment, may alias the floats it covers).
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
+#define HS3C_LOAD16(ptr) (*reinterpret_cast<const v16f_u*>(ptr))
 
 // Delta for kLanes channels at one position: softplus(W[k, d, :] . dt_low + bias).  The dot
 // product runs in four partial sums (r mod 4) held in registers, so its FMAs form four short
 // dependency chains instead of one R long.
 inline void compute_delta(const float* row, const float* w, const float* bias, int64_t R, float* x,
                           float* delta) {
-  v16f acc0 = load16(bias), acc1 = {}, acc2 = {}, acc3 = {};
+  v16f acc0 = HS3C_LOAD16(bias), acc1 = {}, acc2 = {}, acc3 = {};
   int64_t r = 0;
   for (; r + 4 <= R; r += 4) {
-    acc0 += load16(w + r * kLanes) * row[r];
-    acc1 += load16(w + (r + 1) * kLanes) * row[r + 1];
-    acc2 += load16(w + (r + 2) * kLanes) * row[r + 2];
-    acc3 += load16(w + (r + 3) * kLanes) * row[r + 3];
+    acc0 += HS3C_LOAD16(w + r * kLanes) * row[r];
+    acc1 += HS3C_LOAD16(w + (r + 1) * kLanes) * row[r + 1];
+    acc2 += HS3C_LOAD16(w + (r + 2) * kLanes) * row[r + 2];
+    acc3 += HS3C_LOAD16(w + (r + 3) * kLanes) * row[r + 3];
   }
-  for (; r < R; ++r) acc0 += load16(w + r * kLanes) * row[r];
+  for (; r < R; ++r) acc0 += HS3C_LOAD16(w + r * kLanes) * row[r];
   const v16f xv = (acc0 + acc1) + (acc2 + acc3);
   std::memcpy(x, &xv, sizeof(xv));
   HS3C_SIMD
