@@ -12,6 +12,7 @@ import torch
 
 from handS3C import ops, reference
 
+from . import bounds
 from .common import Measurement, branch_inputs, interleaved, median, peak_memory_mb, ratio
 
 EXTRA: dict = {}
@@ -171,12 +172,23 @@ def suite_ops(args, device, backends):
             rows.append(ref_row)
         rows.extend(_measure_group(f"{tag} fwd+bwd", group, args, device))
         if device.type == "cpu" and "cpu" in backends:
-            fwd = [r for r in rows if r.name == f"{tag} fwd" and r.backend == "cpu"][0]
+            # The forward's throughput against the kernel's own loop and the processor's FMA
+            # bound, each ratio from rounds that time the operator and both bounds in turn.
             Bn, D, P, Q = u.shape
-            EXTRA[f"{tag}: state updates/s (cpu fwd)"] = f"{Bn * 4 * D * P * Q * 16 / fwd.median_s / 1e9:.2f} G"
-    if device.type == "cpu":
-        peak = max(torch.ops.hands3c.state_update_peak_rate(100_000) for _ in range(3))
-        EXTRA["compute bound (same exp+FMA work, no memory traffic)"] = f"{peak / 1e9:.2f} G state updates/s"
+            updates = Bn * 4 * D * P * Q * params[3].shape[1]  # A_logs: (4D, N)
+            fwd_cpu = _no_grad(lambda: ops.cross_scan_selective_scan(u, *params, backend="cpu"))
+            EXTRA[f"{tag}: cpu fwd vs compute bounds"] = bounds.describe(
+                bounds.shares(fwd_cpu, updates, rounds=max(3, args.runs)))
+            if hasattr(torch.ops.hands3c, "backward_update_peak_rate"):
+                bwd_leaves = [u.detach().clone().requires_grad_(True)] + \
+                    [p.detach().clone().requires_grad_(True) for p in params]
+                y_cpu = ops.cross_scan_selective_scan(*bwd_leaves, backend="cpu")
+                g_cpu = torch.randn_like(y_cpu)
+
+                def bwd_cpu():
+                    torch.autograd.grad(y_cpu, bwd_leaves, g_cpu, retain_graph=True)
+                EXTRA[f"{tag}: cpu bwd vs its compute bound"] = bounds.describe_backward(
+                    bounds.backward_shares(bwd_cpu, updates, rounds=max(3, args.runs)))
 
     # The merge, at the block's shape and layout: the two scans write their outputs as
     # contiguous (B, H, W, d_inner) rows (cross_scan_selective_scan's out_order), so both

@@ -23,5 +23,8 @@ TORCH_LIBRARY(hands3c, m) {
         "Tensor bias, Tensor mean, Tensor rstd) -> (Tensor, Tensor, Tensor, Tensor)");
   // Benchmark helpers (CPU only, no tensors): see csrc/cpu/cpu_ops.h.
   m.def("state_update_peak_rate(int steps) -> float", &hands3c::cpu::state_update_peak_rate);
+  m.def("fma_peak_rate(int steps) -> float", &hands3c::cpu::fma_peak_rate);
+  m.def("backward_update_peak_rate(int steps) -> float", &hands3c::cpu::backward_update_peak_rate);
+  m.def("state_update_vector_ops() -> int", &hands3c::cpu::state_update_vector_ops);
   m.def("cpu_isa() -> str", &hands3c::cpu::cpu_isa_name);
 }

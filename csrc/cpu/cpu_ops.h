@@ -46,6 +46,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
 // Benchmark helpers: the compute bound of the scan's inner loop (state updates per second on
 // all threads, no memory traffic) and the instruction set the kernels dispatch to.
 double state_update_peak_rate(int64_t steps);
+// The processor's bound for the same work: fma_peak_rate is the FMA issue rate of the selected
+// build (FMAs of 16 floats per second on all threads, no memory traffic; on the SSE2 baseline,
+// which has no FMA, multiplies and adds of 16 floats), state_update_vector_ops
+// the FMA-equivalent vector operations per state update of 16 lanes in the forward's inner loop
+// (counted from its compiled code, cross_scan_kernel.h).  Processor bound in state updates per
+// second = fma_peak_rate * 16 / state_update_vector_ops.
+double fma_peak_rate(int64_t steps);
+// The backward's own bound: its two inner loops (state recomputation and adjoint step) with
+// L1-resident inputs on all threads, in backward state updates per second.
+double backward_update_peak_rate(int64_t steps);
+int64_t state_update_vector_ops();
 std::string cpu_isa_name();
 
 }  // namespace cpu

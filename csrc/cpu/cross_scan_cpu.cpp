@@ -202,11 +202,37 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cross_scan_bwd(
 }
 
 double state_update_peak_rate(int64_t steps) {
-  TORCH_CHECK(steps > 0, "state_update_peak_rate: steps must be positive, got ", steps);
+  TORCH_CHECK_VALUE(steps > 0, "hands3c::state_update_peak_rate: steps must be positive, got ", steps);
   switch (selected_isa()) {
     case Isa::kAvx512: return xs::state_update_peak_avx512(steps);
     case Isa::kAvx2: return xs::state_update_peak_avx2(steps);
     default: return xs::state_update_peak_baseline(steps);
+  }
+}
+
+double fma_peak_rate(int64_t steps) {
+  TORCH_CHECK_VALUE(steps > 0, "hands3c::fma_peak_rate: steps must be positive, got ", steps);
+  switch (selected_isa()) {
+    case Isa::kAvx512: return xs::fma_peak_avx512(steps);
+    case Isa::kAvx2: return xs::fma_peak_avx2(steps);
+    default: return xs::fma_peak_baseline(steps);
+  }
+}
+
+double backward_update_peak_rate(int64_t steps) {
+  TORCH_CHECK_VALUE(steps > 0, "hands3c::backward_update_peak_rate: steps must be positive, got ", steps);
+  switch (selected_isa()) {
+    case Isa::kAvx512: return xs::backward_update_peak_avx512(steps);
+    case Isa::kAvx2: return xs::backward_update_peak_avx2(steps);
+    default: return xs::backward_update_peak_baseline(steps);
+  }
+}
+
+int64_t state_update_vector_ops() {
+  switch (selected_isa()) {
+    case Isa::kAvx512: return xs::ops_per_update_avx512();
+    case Isa::kAvx2: return xs::ops_per_update_avx2();
+    default: return xs::ops_per_update_baseline();
   }
 }
 

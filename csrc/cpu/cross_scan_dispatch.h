@@ -43,6 +43,15 @@ void backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g);
 double state_update_peak_avx512(int64_t steps);
 double state_update_peak_avx2(int64_t steps);
 double state_update_peak_baseline(int64_t steps);
+double fma_peak_avx512(int64_t steps);
+double fma_peak_avx2(int64_t steps);
+double fma_peak_baseline(int64_t steps);
+double backward_update_peak_avx512(int64_t steps);
+double backward_update_peak_avx2(int64_t steps);
+double backward_update_peak_baseline(int64_t steps);
+int ops_per_update_avx512();
+int ops_per_update_avx2();
+int ops_per_update_baseline();
 
 }  // namespace xs
 }  // namespace cpu

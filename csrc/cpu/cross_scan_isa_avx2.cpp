@@ -18,6 +18,7 @@
 #endif
 
 #define HS3C_ISA_NAMESPACE xs_isa_avx2
+#define HS3C_OPS_PER_UPDATE 16  // 32 ymm instructions per 16 lanes (objdump): the 15 of AVX-512 twice, plus a vandps for the clamp (no zero-masking)
 #include "cpu/cross_scan_kernel.h"
 
 namespace hands3c {
@@ -30,6 +31,9 @@ void backward_avx2(const CrossScanArgs& s, const CrossScanGrads& g) {
   xs_isa_avx2::backward(s, g);
 }
 double state_update_peak_avx2(int64_t steps) { return xs_isa_avx2::state_update_peak(steps); }
+double fma_peak_avx2(int64_t steps) { return xs_isa_avx2::fma_peak(steps); }
+double backward_update_peak_avx2(int64_t steps) { return xs_isa_avx2::backward_update_peak(steps); }
+int ops_per_update_avx2() { return xs_isa_avx2::kOpsPerUpdate; }
 }  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c

@@ -18,6 +18,7 @@
 #endif
 
 #define HS3C_ISA_NAMESPACE xs_isa_avx512
+#define HS3C_OPS_PER_UPDATE 15  // 15 zmm operations per state and 16 lanes (cross_scan_kernel.h, state_update_peak)
 #include "cpu/cross_scan_kernel.h"
 
 namespace hands3c {
@@ -30,6 +31,9 @@ void backward_avx512(const CrossScanArgs& s, const CrossScanGrads& g) {
   xs_isa_avx512::backward(s, g);
 }
 double state_update_peak_avx512(int64_t steps) { return xs_isa_avx512::state_update_peak(steps); }
+double fma_peak_avx512(int64_t steps) { return xs_isa_avx512::fma_peak(steps); }
+double backward_update_peak_avx512(int64_t steps) { return xs_isa_avx512::backward_update_peak(steps); }
+int ops_per_update_avx512() { return xs_isa_avx512::kOpsPerUpdate; }
 }  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c

@@ -18,6 +18,7 @@
 #endif
 
 #define HS3C_ISA_NAMESPACE xs_isa_baseline
+#define HS3C_OPS_PER_UPDATE 23  // 92 SSE2 instructions per 16 lanes (objdump): no FMA, each FMA is a multiply and an add
 #include "cpu/cross_scan_kernel.h"
 
 namespace hands3c {
@@ -30,6 +31,11 @@ void backward_baseline(const CrossScanArgs& s, const CrossScanGrads& g) {
   xs_isa_baseline::backward(s, g);
 }
 double state_update_peak_baseline(int64_t steps) { return xs_isa_baseline::state_update_peak(steps); }
+// No FMA instruction here: each accumulator update is a multiply and an add, so the rate is given in
+// operations of 16 floats (twice the update rate), the unit HS3C_OPS_PER_UPDATE counts in.
+double fma_peak_baseline(int64_t steps) { return 2.0 * xs_isa_baseline::fma_peak(steps); }
+double backward_update_peak_baseline(int64_t steps) { return xs_isa_baseline::backward_update_peak(steps); }
+int ops_per_update_baseline() { return xs_isa_baseline::kOpsPerUpdate; }
 }  // namespace xs
 }  // namespace cpu
 }  // namespace hands3c

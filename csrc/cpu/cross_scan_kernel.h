@@ -35,6 +35,7 @@ using xs::CrossScanGrads;
 
 constexpr int kLanes = 16;           // channels per task (one AVX-512 register of floats)
 constexpr int kCkpt = 64;            // steps between stored states (the backward's chunk)
+constexpr float kLog2e = 1.44269504088896341f;
 
 // Loads the per-direction constants of one channel block; padded lanes (d >= D) get values
 // that keep their state at zero and contribute nothing (u = 0, W = 0, D = 0).
@@ -42,6 +43,7 @@ struct BlockParams {
   std::vector<float> w;    // [R][kLanes]
   float bias[kLanes];
   std::vector<float> a;    // [N][kLanes], A = -exp(A_logs)
+  std::vector<float> a2;   // [N][kLanes], A log2 e: the decay exp(delta A) is exp2_decay_f(delta a2)
   float dskip[kLanes];
 
   void load(const CrossScanArgs& s, int k, int64_t d0) {
@@ -57,6 +59,8 @@ struct BlockParams {
       for (int64_t n = 0; n < s.N; ++n) a[n * kLanes + j] = -std::exp(s.a_logs[(k * s.D + d) * s.N + n]);
       dskip[j] = s.ds[k * s.D + d];
     }
+    a2.resize(s.N * kLanes);
+    for (int64_t i = 0; i < s.N * kLanes; ++i) a2[i] = a[i] * kLog2e;
   }
 };
 
@@ -128,19 +132,31 @@ inline void add_cols_to_rows(const float* src, int64_t P, int64_t Q, float* dst)
     }
 }
 
-// Delta for kLanes channels at one position: softplus(W[k, d, :] . dt_low + bias).
+// kLanes floats as one value: GCC keeps it in one zmm (two ymm, four xmm on the narrower builds),
+// so accumulators declared with it stay in registers where float arrays would go through memory.
+typedef float v16f __attribute__((vector_size(64)));
+// The same, readable from any float address (4-byte alignment, may alias the floats it covers).
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
+#define HS3C_LOAD16(ptr) (*reinterpret_cast<const v16f_u*>(ptr))
+
+// Delta for kLanes channels at one position: softplus(W[k, d, :] . dt_low + bias).  The dot
+// product runs in four partial sums (r mod 4) held in registers, so its FMAs form four short
+// dependency chains instead of one R long.
 inline void compute_delta(const float* row, const float* w, const float* bias, int64_t R, float* x,
                           float* delta) {
-  HS3C_SIMD
-  for (int j = 0; j < kLanes; ++j) x[j] = bias[j];
-  for (int64_t r = 0; r < R; ++r) {
-    const float t = row[r];
-    const float* wr = w + r * kLanes;
-    HS3C_SIMD
-    for (int j = 0; j < kLanes; ++j) x[j] += wr[j] * t;
+  v16f acc0 = HS3C_LOAD16(bias), acc1 = {}, acc2 = {}, acc3 = {};
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    acc0 += HS3C_LOAD16(w + r * kLanes) * row[r];
+    acc1 += HS3C_LOAD16(w + (r + 1) * kLanes) * row[r + 1];
+    acc2 += HS3C_LOAD16(w + (r + 2) * kLanes) * row[r + 2];
+    acc3 += HS3C_LOAD16(w + (r + 3) * kLanes) * row[r + 3];
   }
+  for (; r < R; ++r) acc0 += HS3C_LOAD16(w + r * kLanes) * row[r];
+  const v16f xv = (acc0 + acc1) + (acc2 + acc3);
+  std::memcpy(x, &xv, sizeof(xv));
   HS3C_SIMD
-  for (int j = 0; j < kLanes; ++j) delta[j] = hm::softplus_f(x[j]);
+  for (int j = 0; j < kLanes; ++j) delta[j] = hm::softplus_fast_f(x[j]);
 }
 
 // Per-task scratch, reused across the tasks a thread runs.
@@ -150,6 +166,39 @@ struct Scratch {
 
 // Scan index of step l of direction k (position in that direction's row/column-major order).
 inline int64_t scan_index(int k, int64_t l, int64_t L) { return k >= 2 ? L - 1 - l : l; }
+
+// One step of the forward scan for kLanes channels and N states, the kernel's inner loop (and
+// the whole of the compute bound, state_update_peak):
+//   h[n] = exp2(delta a2[n]) h[n] + (delta u) B[n],   y += C[n] h[n].
+// Per state and 16 lanes that is 15 vector operations on AVX-512 (see state_update_peak).
+template <int NS>
+inline void scan_step(int64_t N_, const float* a2, const float* delta, const float* du, const float* Bv,
+                      const float* Cv, float* h, float* y) {
+  const int64_t N = NS > 0 ? NS : N_;
+  for (int64_t n = 0; n < N; ++n) {
+    const float bn = Bv[n], cn = Cv[n];
+    float* hn = h + n * kLanes;
+    const float* an = a2 + n * kLanes;
+    HS3C_SIMD
+    for (int j = 0; j < kLanes; ++j) {
+      hn[j] = hm::exp2_decay_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
+      y[j] += cn * hn[j];
+    }
+  }
+}
+
+// Asks for the cache lines step l will read (its projection row, u row and output row) while the
+// current chunk is scanned: the channel branch's per-direction projections (L = 16384 rows of
+// R + 2N floats, 3 MiB) do not fit in L2, and the first touch of each row otherwise stalls the
+// chunk's delta pass.
+inline void prefetch_step(int k, int64_t l, int64_t L, int64_t C, const float* dbl_k, const float* utile,
+                          const float* ytile) {
+  const int64_t si = scan_index(k, l, L);
+  const char* row = reinterpret_cast<const char*>(dbl_k + si * C);
+  for (int64_t off = 0; off < C * (int64_t)sizeof(float); off += 64) __builtin_prefetch(row + off);
+  __builtin_prefetch(utile + si * kLanes);
+  __builtin_prefetch(ytile + si * kLanes, 1);
+}
 
 // Forward of one (batch, channel block) task over all four directions.
 //   NS: the state size when known at compile time (0: runtime N, up to kMaxState).
@@ -166,47 +215,59 @@ void forward_block(const CrossScanArgs& s, int64_t b, int64_t d0, float* out_pla
   rows_to_cols(w.urow.data(), s.P, s.Q, w.ucol.data());
   BlockParams bp;
   alignas(64) float h[(NS > 0 ? NS : hm::kMaxState) * kLanes];
-  alignas(64) float x[kLanes], delta[kLanes], du[kLanes], y[kLanes];
+  alignas(64) float x[kLanes], y[kLanes];
+  // Per chunk, [kCkpt][kLanes]: delta, delta u and D u (the output's skip term); 12 KiB, L1.
+  alignas(64) float deltas[kCkpt * kLanes], dus[kCkpt * kLanes], ys[kCkpt * kLanes];
+  // A log2 e in a 64-byte aligned local copy: its rows are whole-vector loads in every step of
+  // the inner loop (std::vector's storage is only 16-byte aligned, and a split load there costs
+  // the loop measurably).
+  alignas(64) float a[(NS > 0 ? NS : hm::kMaxState) * kLanes];
   for (int k = 0; k < 4; ++k) {
     bp.load(s, k, d0);
-    const float* a = bp.a.data();
+    std::copy(bp.a2.begin(), bp.a2.end(), a);
     const float* utile = (k & 1) ? w.ucol.data() : w.urow.data();
     float* ytile = (k & 1) ? w.ycol.data() : w.yrow.data();
     const float* dbl_k = s.dbl + (b * 4 + k) * L * C;
     std::fill(h, h + N * kLanes, 0.f);
-    for (int64_t l = 0; l < L; ++l) {
-      if (l % kCkpt == 0) {
-        // checkpoints[b, k, d, chunk, n]: the state before step l.
-        const int64_t chunk = l / kCkpt;
+    for (int64_t l0 = 0; l0 < L; l0 += kCkpt) {
+      const int64_t T = std::min<int64_t>(kCkpt, L - l0);
+      {
+        // checkpoints[b, k, d, chunk, n]: the state before step l0.
+        const int64_t chunk = l0 / kCkpt;
         for (int j = 0; j < kLanes && d0 + j < s.D; ++j) {
           float* dst = ckpt + (((b * 4 + k) * s.D + d0 + j) * nchunks + chunk) * N;
           for (int64_t n = 0; n < N; ++n) dst[n] = h[n * kLanes + j];
         }
       }
-      const int64_t si = scan_index(k, l, L);
-      const float* row = dbl_k + si * C;
-      compute_delta(row, bp.w.data(), bp.bias, R, x, delta);
-      const float* ut = utile + si * kLanes;
-      HS3C_SIMD
-      for (int j = 0; j < kLanes; ++j) {
-        du[j] = delta[j] * ut[j];
-        y[j] = bp.dskip[j] * ut[j];
-      }
-      const float* Bv = row + R;
-      const float* Cv = row + R + N;
-      for (int64_t n = 0; n < N; ++n) {
-        const float bn = Bv[n], cn = Cv[n];
-        float* hn = h + n * kLanes;
-        const float* an = a + n * kLanes;
+      // The chunk's per-position work first (delta, delta u, D u: shared by all N states).  Its
+      // steps are independent, so their long softplus dependency chains overlap each other here
+      // instead of stalling the state recurrence one step at a time.
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t si = scan_index(k, l0 + t, L);
+        float* dt = deltas + t * kLanes;
+        compute_delta(dbl_k + si * C, bp.w.data(), bp.bias, R, x, dt);
+        const float* ut = utile + si * kLanes;
+        float* dut = dus + t * kLanes;
+        float* y0 = ys + t * kLanes;
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
-          hn[j] = hm::exp_fast_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
-          y[j] += cn * hn[j];
+          dut[j] = dt[j] * ut[j];
+          y0[j] = bp.dskip[j] * ut[j];
         }
       }
-      float* yt = ytile + si * kLanes;
-      HS3C_SIMD
-      for (int j = 0; j < kLanes; ++j) yt[j] += y[j];
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t si = scan_index(k, l0 + t, L);
+        if (l0 + kCkpt + t < L) prefetch_step(k, l0 + kCkpt + t, L, C, dbl_k, utile, ytile);
+        const float* row = dbl_k + si * C;
+        const float* delta = deltas + t * kLanes;
+        const float* du = dus + t * kLanes;
+        HS3C_SIMD
+        for (int j = 0; j < kLanes; ++j) y[j] = ys[t * kLanes + j];
+        scan_step<NS>(N, a, delta, du, row + R, row + R + N, h, y);
+        float* yt = ytile + si * kLanes;
+        HS3C_SIMD
+        for (int j = 0; j < kLanes; ++j) yt[j] += y[j];
+      }
     }
   }
   add_cols_to_rows(w.ycol.data(), s.P, s.Q, w.yrow.data());
@@ -234,6 +295,62 @@ void forward(const CrossScanArgs& s, float* out, float* ckpt) {
 // Backward: per 64-step chunk, recompute the states from the stored checkpoint, then run the
 // adjoint recurrence backwards through the chunk.
 // ---------------------------------------------------------------------------------------
+
+// The backward's two inner loops, shared with its compute bound (backward_update_peak).
+// recompute_step: one forward step from the state h, keeping the state before it (hp) and the
+// decays (dc), N x kLanes each.
+template <int NS>
+inline void recompute_step(int64_t N_, const float* a2, const float* dt, const float* ut, const float* Bv, float* h,
+                           float* hp, float* dc) {
+  const int64_t N = NS > 0 ? NS : N_;
+  for (int64_t n = 0; n < N; ++n) {
+    float* hn = h + n * kLanes;
+    float* hpn = hp + n * kLanes;
+    float* dcn = dc + n * kLanes;
+    const float* an = a2 + n * kLanes;
+    const float bn = Bv[n];
+    HS3C_SIMD
+    for (int j = 0; j < kLanes; ++j) {
+      const float e = hm::exp2_decay_f(dt[j] * an[j]);
+      hpn[j] = hn[j];
+      dcn[j] = e;
+      hn[j] = e * hn[j] + dt[j] * ut[j] * bn;
+    }
+  }
+}
+
+// adjoint_step: one step of the adjoint recurrence.  adj holds dL/dh after the step (from later
+// steps) and becomes the part flowing to the step before; dA, duacc and ddelta accumulate per
+// lane, dB[n] and dC[n] (sums over the lanes) are added to dBrow / dCrow.
+template <int NS>
+inline void adjoint_step(int64_t N_, const float* a, const float* dt, const float* ut, const float* gy,
+                         const float* Bv, const float* Cv, const float* hp, const float* dc, float* adj, float* dA,
+                         float* duacc, float* ddelta, float* dBrow, float* dCrow) {
+  const int64_t N = NS > 0 ? NS : N_;
+  for (int64_t n = 0; n < N; ++n) {
+    const float bn = Bv[n], cn = Cv[n];
+    float* an_adj = adj + n * kLanes;
+    const float* hpn = hp + n * kLanes;
+    const float* dcn = dc + n * kLanes;
+    const float* an = a + n * kLanes;
+    float* dAn = dA + n * kLanes;
+    float sc = 0.f, sb = 0.f;
+    _Pragma("omp simd reduction(+:sc,sb)")
+    for (int j = 0; j < kLanes; ++j) {
+      const float hl = dcn[j] * hpn[j] + dt[j] * ut[j] * bn;
+      sc += gy[j] * hl;
+      const float gj = an_adj[j] + gy[j] * cn;
+      sb += gj * dt[j] * ut[j];
+      duacc[j] += gj * dt[j] * bn;
+      const float gdh = gj * dcn[j] * hpn[j];
+      ddelta[j] += gj * bn * ut[j] + gdh * an[j];
+      dAn[j] += gdh * dt[j];
+      an_adj[j] = gj * dcn[j];
+    }
+    dBrow[n] += sb;
+    dCrow[n] += sc;
+  }
+}
 
 template <int NS>
 void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, int64_t d0, float* ddbl,
@@ -267,6 +384,7 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
   for (int k = 0; k < 4; ++k) {
     bp.load(s, k, d0);
     const float* a = bp.a.data();
+    const float* a2 = bp.a2.data();
     const float* utile = (k & 1) ? w.ucol.data() : w.urow.data();
     const float* gtile = (k & 1) ? w.gcol.data() : w.grow.data();
     float* dutile = (k & 1) ? w.ducol.data() : w.durow.data();
@@ -291,22 +409,8 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
         float* xt = xs + t * kLanes;
         float* dt = deltas + t * kLanes;
         compute_delta(row, bp.w.data(), bp.bias, R, xt, dt);
-        const float* ut = utile + si * kLanes;
-        const float* Bv = row + R;
-        for (int64_t n = 0; n < N; ++n) {
-          float* hn = h + n * kLanes;
-          float* hp = hprev + (t * N + n) * kLanes;
-          float* dc = decay + (t * N + n) * kLanes;
-          const float* an = a + n * kLanes;
-          const float bn = Bv[n];
-          HS3C_SIMD
-          for (int j = 0; j < kLanes; ++j) {
-            const float e = hm::exp_fast_f(dt[j] * an[j]);
-            hp[j] = hn[j];
-            dc[j] = e;
-            hn[j] = e * hn[j] + dt[j] * ut[j] * bn;
-          }
-        }
+        recompute_step<NS>(N, a2, dt, utile + si * kLanes, row + R, h, hprev + t * N * kLanes,
+                           decay + t * N * kLanes);
       }
       // adj holds dL/dh_l (the part flowing back from later steps).
       for (int64_t l = l1 - 1; l >= l0; --l) {
@@ -326,29 +430,8 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
           duacc[j] = gy[j] * bp.dskip[j];
           ddelta[j] = 0.f;
         }
-        for (int64_t n = 0; n < N; ++n) {
-          const float bn = Bv[n], cn = Cv[n];
-          float* an_adj = adj + n * kLanes;
-          const float* hp = hprev + (t * N + n) * kLanes;
-          const float* dc = decay + (t * N + n) * kLanes;
-          const float* an = a + n * kLanes;
-          float* dAn = dA + n * kLanes;
-          float sc = 0.f, sb = 0.f;
-          _Pragma("omp simd reduction(+:sc,sb)")
-          for (int j = 0; j < kLanes; ++j) {
-            const float hl = dc[j] * hp[j] + dt[j] * ut[j] * bn;
-            sc += gy[j] * hl;
-            const float gj = an_adj[j] + gy[j] * cn;
-            sb += gj * dt[j] * ut[j];
-            duacc[j] += gj * dt[j] * bn;
-            const float gdh = gj * dc[j] * hp[j];
-            ddelta[j] += gj * bn * ut[j] + gdh * an[j];
-            dAn[j] += gdh * dt[j];
-            an_adj[j] = gj * dc[j];
-          }
-          drow[R + n] += sb;
-          drow[R + N + n] += sc;
-        }
+        adjoint_step<NS>(N, a, dt, ut, gy, Bv, Cv, hprev + t * N * kLanes, decay + t * N * kLanes, adj, dA,
+                         duacc, ddelta, drow + R, drow + R + N);
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
           dx[j] = ddelta[j] * hm::sigmoid_f(xt[j]);
@@ -409,34 +492,55 @@ void backward(const CrossScanArgs& s, const CrossScanGrads& g) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The compute bound: the forward's per-step arithmetic (exp of delta*A, state FMA, output
-// FMA, for 16 states x kLanes channels) with every operand in registers and no loads or
-// stores, run on all threads.  Returns state updates per second.
+// The compute bounds of the benchmark (benchmarks/suites.py, bench_selective_scan_cpu.py).
+//
+// state_update_peak: the forward's own inner loop (scan_step<16>, the same code) for 16 states
+// x kLanes channels, fed from a few L1-resident steps of inputs instead of the projection rows,
+// on all threads.  Returns state updates per second.
+//
+// fma_peak: the processor's FMA issue rate for the instruction set of this build: kAcc
+// independent accumulator vectors of kLanes floats (enough to cover the FMA latency on every
+// FMA port: latency 4 x 2 ports needs 8), each updated by a*m + c per round, no loads or stores.
+// Returns kLanes-wide FMAs per second on all threads (one zmm FMA on AVX-512, two ymm on AVX2;
+// the baseline build has no FMA instruction: its shim reports multiplies and adds, two per update).
+//
+// Operations per state update of scan_step on AVX-512 (GCC 12, objdump of the compiled loop),
+// per 16 lanes of one state n: delta*a2 (vmulps), the clamp (vcmpnltps into a mask, applied by
+// the final multiply's zero-masking), t = x + M (vaddps), k = t - M (vaddps), r = x - k
+// (vsubps), 2^k = t << 23 (vpslld), the polynomial (5 vfmadd), p * 2^k (vmulps), (delta u) B
+// (vmulps with a broadcast of B[n]), the state update (vfmadd), y += C h (vfmadd): 15 vector
+// operations, each one issue slot of the FMA ports (p0/p5).  Loads, the store of h and loop
+// control use other ports.  kOpsPerUpdate below is that count; the processor bound is
+// fma_peak x kLanes / kOpsPerUpdate state updates per second.
 // ---------------------------------------------------------------------------------------
+// The shim of each instruction set defines the count for its build (`#pragma GCC target` does not
+// define __AVX512F__ and friends in C++, so the header cannot tell).
+#ifndef HS3C_OPS_PER_UPDATE
+#error "define HS3C_OPS_PER_UPDATE (operations per state update of scan_step in this build) before inclusion"
+#endif
+constexpr int kOpsPerUpdate = HS3C_OPS_PER_UPDATE;
+
 inline double state_update_peak(int64_t steps) {
   const int64_t tasks = at::get_num_threads();
   std::vector<double> sink(tasks, 0.0);
   const auto t0 = std::chrono::steady_clock::now();
   at::parallel_for(0, tasks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t t = b0; t < b1; ++t) {
-      constexpr int NS = 16;
-      alignas(64) float h[NS * kLanes], a[NS * kLanes], delta[kLanes], du[kLanes], y[kLanes];
-      for (int i = 0; i < NS * kLanes; ++i) { h[i] = 0.f; a[i] = -1.0f - 0.01f * (i % 7); }
-      for (int j = 0; j < kLanes; ++j) { delta[j] = 0.01f * (j + 1); du[j] = 0.5f; y[j] = 0.f; }
+      constexpr int NS = 16, kRing = 4;
+      alignas(64) float h[NS * kLanes], a[NS * kLanes], y[kLanes];
+      alignas(64) float deltas[kRing][kLanes], dus[kRing][kLanes], rows[kRing][2 * NS];
+      for (int i = 0; i < NS * kLanes; ++i) { h[i] = 0.f; a[i] = (-1.0f - 0.01f * (i % 7)) * kLog2e; }
+      for (int q = 0; q < kRing; ++q) {
+        for (int j = 0; j < kLanes; ++j) { deltas[q][j] = 0.01f * (j + 1 + q); dus[q][j] = 0.5f - 0.01f * q; }
+        for (int n = 0; n < 2 * NS; ++n) rows[q][n] = 0.25f + 0.01f * (n + q);
+      }
+      for (int j = 0; j < kLanes; ++j) y[j] = 0.f;
       for (int64_t l = 0; l < steps; ++l) {
-        const float bn = 0.25f + 1e-7f * (float)l, cn = 0.5f;
-        for (int n = 0; n < NS; ++n) {
-          float* hn = h + n * kLanes;
-          const float* an = a + n * kLanes;
-          HS3C_SIMD
-          for (int j = 0; j < kLanes; ++j) {
-            hn[j] = hm::exp_fast_f(delta[j] * an[j]) * hn[j] + du[j] * bn;
-            y[j] += cn * hn[j];
-          }
-        }
+        const int q = (int)(l % kRing);
+        scan_step<NS>(NS, a, deltas[q], dus[q], rows[q], rows[q] + NS, h, y);
       }
       double acc = 0.0;
-      for (int j = 0; j < kLanes; ++j) acc += y[j];
+      for (int j = 0; j < kLanes; ++j) acc += y[j] + h[j];
       sink[t] = acc;
     }
   });
@@ -445,6 +549,87 @@ inline double state_update_peak(int64_t steps) {
   for (double v : sink) keep = keep + v;
   (void)keep;
   return (double)tasks * (double)steps * 16.0 * kLanes / secs;
+}
+
+inline double fma_peak(int64_t steps) {
+  const int64_t tasks = at::get_num_threads();
+  std::vector<double> sink(tasks, 0.0);
+  constexpr int kAcc = 16;
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, tasks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = b0; t < b1; ++t) {
+      // m < 1 and c > 0 keep every accumulator at a normal value (it tends to c / (1 - m)).
+      const v16f m = {0.999999f, 0.999998f, 0.999997f, 0.999996f, 0.999995f, 0.999994f, 0.999993f, 0.999992f,
+                      0.999991f, 0.999990f, 0.999989f, 0.999988f, 0.999987f, 0.999986f, 0.999985f, 0.999984f};
+      const v16f c = m * 1e-7f;
+      v16f a0 = c, a1 = a0 + c, a2 = a1 + c, a3 = a2 + c, a4 = a3 + c, a5 = a4 + c, a6 = a5 + c, a7 = a6 + c;
+      v16f a8 = a7 + c, a9 = a8 + c, a10 = a9 + c, a11 = a10 + c, a12 = a11 + c, a13 = a12 + c, a14 = a13 + c,
+           a15 = a14 + c;
+      for (int64_t l = 0; l < steps; ++l) {
+        a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
+        a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
+        a8 = a8 * m + c; a9 = a9 * m + c; a10 = a10 * m + c; a11 = a11 * m + c;
+        a12 = a12 * m + c; a13 = a13 * m + c; a14 = a14 * m + c; a15 = a15 * m + c;
+      }
+      const v16f s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11)) +
+                     ((a12 + a13) + (a14 + a15));
+      double acc = 0.0;
+      for (int j = 0; j < kLanes; ++j) acc += s[j];
+      sink[t] = acc;
+    }
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile double keep = 0.0;
+  for (double v : sink) keep = keep + v;
+  (void)keep;
+  return (double)tasks * (double)steps * kAcc / secs;
+}
+
+// backward_update_peak: the backward's own inner loops (recompute_step and adjoint_step, the same
+// code) for 16 states x kLanes channels over chunks of kRing steps (recompute forwards, adjoint
+// backwards, as the kernel walks a checkpoint chunk) with every input L1-resident, on all
+// threads.  Returns backward state updates (one recompute and one adjoint step of one state of
+// one lane) per second.
+inline double backward_update_peak(int64_t steps) {
+  const int64_t tasks = at::get_num_threads();
+  std::vector<double> sink(tasks, 0.0);
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, tasks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = b0; t < b1; ++t) {
+      constexpr int NS = 16, kRing = 8;
+      alignas(64) float h[NS * kLanes], a[NS * kLanes], a2[NS * kLanes], adj[NS * kLanes], dA[NS * kLanes];
+      alignas(64) float hp[kRing][NS * kLanes], dc[kRing][NS * kLanes];
+      alignas(64) float dts[kRing][kLanes], us[kRing][kLanes], gys[kRing][kLanes], rows[kRing][2 * NS];
+      alignas(64) float drows[kRing][2 * NS], duacc[kLanes], ddelta[kLanes];
+      for (int i = 0; i < NS * kLanes; ++i) {
+        h[i] = 0.f; adj[i] = 0.f; dA[i] = 0.f;
+        a[i] = -1.0f - 0.01f * (i % 7);
+        a2[i] = a[i] * kLog2e;
+      }
+      for (int q = 0; q < kRing; ++q) {
+        for (int j = 0; j < kLanes; ++j) {
+          dts[q][j] = 0.01f * (j + 1 + q); us[q][j] = 0.5f - 0.01f * q; gys[q][j] = 0.1f + 0.001f * j;
+        }
+        for (int n = 0; n < 2 * NS; ++n) { rows[q][n] = 0.25f + 0.01f * (n + q); drows[q][n] = 0.f; }
+      }
+      for (int j = 0; j < kLanes; ++j) { duacc[j] = 0.f; ddelta[j] = 0.f; }
+      for (int64_t l0 = 0; l0 < steps; l0 += kRing) {
+        for (int q = 0; q < kRing; ++q) recompute_step<NS>(NS, a2, dts[q], us[q], rows[q], h, hp[q], dc[q]);
+        for (int q = kRing - 1; q >= 0; --q)
+          adjoint_step<NS>(NS, a, dts[q], us[q], gys[q], rows[q], rows[q] + NS, hp[q], dc[q], adj, dA, duacc,
+                           ddelta, drows[q], drows[q] + NS);
+      }
+      double acc = 0.0;
+      for (int j = 0; j < kLanes; ++j) acc += duacc[j] + ddelta[j] + dA[j] + drows[0][j];
+      sink[t] = acc;
+    }
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile double keep = 0.0;
+  for (double v : sink) keep = keep + v;
+  (void)keep;
+  const int64_t rounded = (steps + 7) / 8 * 8;
+  return (double)tasks * (double)rounded * 16.0 * kLanes / secs;
 }
 
 }  // namespace HS3C_ISA_NAMESPACE

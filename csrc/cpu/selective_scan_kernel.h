@@ -175,6 +175,11 @@ inline void load_lane_params(const Problem& p, int64_t d0, int nl, int64_t N, fl
   }
 }
 
+// a2 = A log2 e (N x kLanes), the exponent scale of the decays exp(delta A) = 2^(delta a2).
+inline void scale_log2e(const float* a, int64_t N, float* a2) {
+  for (int64_t i = 0; i < N * kLanes; ++i) a2[i] = a[i] * 1.44269504088896341f;
+}
+
 // In place: dt = softplus(raw + bias) (or raw + bias); sig = d dt / d raw when sig != nullptr.
 HS3C_SS_LOOPS void delta_transform(float* dt, float* sig, const float* bias, bool softplus, int64_t T) {
   for (int64_t t = 0; t < T; ++t) {
@@ -186,11 +191,11 @@ HS3C_SS_LOOPS void delta_transform(float* dt, float* sig, const float* bias, boo
         for (int j = 0; j < kLanes; ++j) {
           const float x = row[j] + bias[j];
           sr[j] = hm::sigmoid_f(x);
-          row[j] = hm::softplus_f(x);
+          row[j] = hm::softplus_fast_f(x);
         }
       } else {
         HS3C_SIMD
-        for (int j = 0; j < kLanes; ++j) row[j] = hm::softplus_f(row[j] + bias[j]);
+        for (int j = 0; j < kLanes; ++j) row[j] = hm::softplus_fast_f(row[j] + bias[j]);
       }
     } else {
       HS3C_SIMD
@@ -226,7 +231,7 @@ HS3C_SS_LOOPS void gate_backward(const float* go, const float* y, const float* z
 // The scan through one chunk: h (N x kLanes, updated in place) over T steps.  Writes the pre-gate
 // output y (T x kLanes).  kKeep (the backward's recomputation): the states live in hs instead of h,
 // hs[t] being the state before step t (hs[0] set by the caller), and every decay exp(delta_t A)
-// is kept in dec.
+// is kept in dec.  a2 is A log2 e (scale_log2e): the decays are exp2_fast_f(delta a2).
 //   Bb/Cb: scalars [t*bst + n] (kUni) or lane rows [t*bst + n*kLanes]; bst = 0 when constant in time.
 template <int NS, bool kUni, bool kKeep>
 HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const float* dtt, const float* a,
@@ -254,7 +259,7 @@ HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const floa
         const float bn = Bb[t * bst + n], cn = Cb[t * cst + n];
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
-          const float e = hm::exp_fast_f(d_[j] * an[j]);
+          const float e = hm::exp2_fast_f(d_[j] * an[j]);
           if constexpr (kKeep) en[j] = e;
           hcn[j] = e * hpn[j] + dtu[j] * bn;
           y[j] += cn * hcn[j];
@@ -264,7 +269,7 @@ HS3C_SS_LOOPS void scan_chunk(int64_t N_, int64_t T, const float* ut, const floa
         const float* cn = Cb + t * cst + n * kLanes;
         HS3C_SIMD
         for (int j = 0; j < kLanes; ++j) {
-          const float e = hm::exp_fast_f(d_[j] * an[j]);
+          const float e = hm::exp2_fast_f(d_[j] * an[j]);
           if constexpr (kKeep) en[j] = e;
           hcn[j] = e * hpn[j] + dtu[j] * bn[j];
           y[j] += cn[j] * hcn[j];
@@ -355,9 +360,11 @@ void fwd_block(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int
   const int64_t d0 = pl.block_d0[blk];
   const int nl = pl.block_nl[blk];
   alignas(64) float a[(NS > 0 ? NS : kNMax) * kLanes];
+  alignas(64) float a2[(NS > 0 ? NS : kNMax) * kLanes];  // A log2 e: the decays are exp2_fast_f(delta a2)
   alignas(64) float h[(NS > 0 ? NS : kNMax) * kLanes];
   alignas(64) float Dv[kLanes], bias[kLanes];
   load_lane_params(p, d0, nl, N, a, Dv, bias);
+  scale_log2e(a, N, a2);
   for (int64_t i = 0; i < N * kLanes; ++i) h[i] = 0.f;
   float* ut = w.u.get(kCkpt * kLanes);
   float* dtt = w.dt.get(kCkpt * kLanes);
@@ -380,7 +387,7 @@ void fwd_block(const Problem& p, const Plan& pl, const FwdOut& o, int64_t b, int
       bst = kUni ? pack_bc_scalar(p.B, b, gB, N, t0, T, Bb) : pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
     if (c == 0 || p.C.sl != 0)
       cst = kUni ? pack_bc_scalar(p.C, b, gC, N, t0, T, Cb) : pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
-    scan_chunk<NS, kUni, false>(N, T, ut, dtt, a, Dv, Bb, bst, Cb, cst, h, yt, nullptr, nullptr);
+    scan_chunk<NS, kUni, false>(N, T, ut, dtt, a2, Dv, Bb, bst, Cb, cst, h, yt, nullptr, nullptr);
     if (zt != nullptr) {
       pack_tile(p.z, b, d0, nl, t0, T, zt);
       gate_forward(yt, zt, T * kLanes);
@@ -491,6 +498,7 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
   const int64_t gC0 = dfirst / p.C.cpg, gC1 = (dend - 1) / p.C.cpg;
 
   alignas(64) float a[(NS > 0 ? NS : kNMax) * kLanes];
+  alignas(64) float a2[(NS > 0 ? NS : kNMax) * kLanes];  // A log2 e: the decays are exp2_fast_f(delta a2)
   alignas(64) float Dv[kLanes], bias[kLanes];
   int64_t bst = 0, cst = 0;
 
@@ -507,6 +515,7 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
       const int64_t d0 = pl.block_d0[blk];
       const int nl = pl.block_nl[blk];
       load_lane_params(p, d0, nl, N, a, Dv, bias);
+      scale_log2e(a, N, a2);
       if constexpr (!kUni) {
         if (K > 1 || c == c_hi || p.B.sl != 0) bst = pack_bc_lanes(p.B, b, d0, nl, N, t0, T, Bb);
         if (K > 1 || c == c_hi || p.C.sl != 0) cst = pack_bc_lanes(p.C, b, d0, nl, N, t0, T, Cb);
@@ -521,7 +530,7 @@ void bwd_slice(const Problem& p, const Plan& pl, const BwdIO& io, int64_t b, int
       for (int64_t n = 0; n < N; ++n)
         for (int j = 0; j < kLanes; ++j)
           hs[n * kLanes + j] = j < nl ? io.ckpt[((b * dim + d0 + j) * nchunks + c) * N + n] : 0.f;
-      scan_chunk<NS, kUni, true>(N, T, ut, dtt, a, Dv, Bb, bst, Cb, cst, nullptr, yt, hs, dec);
+      scan_chunk<NS, kUni, true>(N, T, ut, dtt, a2, Dv, Bb, bst, Cb, cst, nullptr, yt, hs, dec);
 
       // Adjoint recurrence backwards through the chunk.  g holds dL/dh_t without step t's own
       // output term on entry to step t.

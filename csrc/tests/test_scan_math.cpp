@@ -46,6 +46,67 @@ int main() {
     if (!std::isinf(exp_fast_f(x))) { std::printf("FAIL exp_fast_f(%g) not inf\n", x); ++failures; }
   check_rel("exp_fast_f(0)", exp_fast_f(0.0f), 1.0, 0, 0);
 
+  // exp2_decay_f (the CPU scans' decays, x = delta * A * log2 e <= 0): relative error over the
+  // whole range where 2^x is a normal float, every float of [-1, 0] (where the decays of long
+  // memories live) and the exact values at integers; 0 from the clamp down, 1 at 0.
+  worst = 0;
+  for (int i = 0; i <= 800000; ++i) {
+    float x = -126.0f * (float)i / 800000.0f;
+    double want = std::exp2((double)x);
+    double rel = std::fabs(exp2_decay_f(x) - want) / want;
+    if (rel > worst) worst = rel;
+  }
+  for (uint32_t bits = 0x80000001u; bits <= 0xbf800000u; bits += 97) {  // every 97th float of [-1, 0)
+    const float x = bits_to_float((int32_t)bits);
+    double want = std::exp2((double)x);
+    double rel = std::fabs(exp2_decay_f(x) - want) / want;
+    if (rel > worst) worst = rel;
+  }
+  if (worst > 2e-7) { std::printf("FAIL exp2_decay_f worst relative error %.3g\n", worst); ++failures; }
+  std::printf("exp2_decay_f: max relative error %.3g on [-126, 0]\n", worst);
+  for (int k = -126; k <= 0; ++k) check_rel("exp2_decay_f(integer)", exp2_decay_f((float)k), std::ldexp(1.0, k), 2e-7, 0);
+  check_rel("exp2_decay_f(0)", exp2_decay_f(0.0f), 1.0, 0, 0);
+  check_rel("exp2_decay_f(-0)", exp2_decay_f(-0.0f), 1.0, 0, 0);
+  for (float x : {-127.0f, -127.4f, -200.0f, -1e30f, -INFINITY})
+    check_rel("exp2_decay_f(below -127)", exp2_decay_f(x), 0.0, 0, 0);
+  if (!std::isnan(exp2_decay_f(NAN))) { std::printf("FAIL exp2_decay_f(nan) not nan\n"); ++failures; }
+  // exp2_fast_f: the same below 128 (positive x too), +inf from 128 up.
+  worst = 0;
+  for (int i = 0; i <= 400000; ++i) {
+    float x = -126.0f + 253.4f * (float)i / 400000.0f;
+    double want = std::exp2((double)x);
+    double rel = std::fabs(exp2_fast_f(x) - want) / want;
+    if (rel > worst) worst = rel;
+  }
+  if (worst > 2e-7) { std::printf("FAIL exp2_fast_f worst relative error %.3g\n", worst); ++failures; }
+  for (float x : {127.51f, 128.0f, 130.0f, 1e30f, INFINITY})
+    if (!std::isinf(exp2_fast_f(x))) { std::printf("FAIL exp2_fast_f(%g) not inf\n", x); ++failures; }
+  for (float x : {-127.0f, -1e30f, -INFINITY}) check_rel("exp2_fast_f(below -127)", exp2_fast_f(x), 0.0, 0, 0);
+
+  // softplus_fast_f (the CPU scans' delta) against log1p(exp(x)) in double over the whole range
+  // where the result is a normal float (relative error matters at the tiny end: delta scales
+  // the input term), its 0 end and large x.
+  worst = 0;
+  for (int i = 0; i <= 400000; ++i) {
+    float x = -87.0f + 174.0f * (float)i / 400000.0f;
+    double want = std::log1p(std::exp((double)x));
+    double rel = std::fabs(softplus_fast_f(x) - want) / want;
+    if (rel > worst) worst = rel;
+  }
+  for (uint32_t bits = 0x00000001u; bits <= 0x3f800000u; bits += 97) {  // every 97th float of (0, 1], and -x
+    const float x = (bits & 1) ? bits_to_float((int32_t)bits) : -bits_to_float((int32_t)bits);
+    double want = std::log1p(std::exp((double)x));
+    double rel = std::fabs(softplus_fast_f(x) - want) / want;
+    if (rel > worst) worst = rel;
+  }
+  if (worst > 5e-7) { std::printf("FAIL softplus_fast_f worst relative error %.3g\n", worst); ++failures; }
+  std::printf("softplus_fast_f: max relative error %.3g on [-87, 87]\n", worst);
+  check_rel("softplus_fast_f(0)", softplus_fast_f(0.0f), std::log(2.0), 3e-7, 0);
+  for (float x : {-87.7f, -90.0f, -1e30f, -INFINITY}) check_rel("softplus_fast_f(very negative)", softplus_fast_f(x), 0.0, 0, 0);
+  for (float x : {30.0f, 100.0f, 1e30f}) check_rel("softplus_fast_f(large)", softplus_fast_f(x), x, 0, 0);
+  if (!std::isinf(softplus_fast_f(INFINITY))) { std::printf("FAIL softplus_fast_f(inf) not inf\n"); ++failures; }
+  if (!std::isnan(softplus_fast_f(NAN))) { std::printf("FAIL softplus_fast_f(nan) not nan\n"); ++failures; }
+
   // softplus against log1p(exp(x)) in double, torch's threshold-20 convention included.
   worst = 0;
   for (int i = 0; i <= 100000; ++i) {

@@ -99,6 +99,36 @@ HS3C_HD float exp_fast_f(float x) {
   return p * bits_to_float((ki + 127) << 23);
 }
 
+// 2^x for the CPU scans' decays, with x = delta * (A log2 e): the kernels scale A by log2 e
+// once per channel, so the step needs no multiply by log2 e and no two-part ln 2 reduction.
+// Rounding k = round(x) by adding M = 1.5 * 2^23 + 127 leaves k + 127 in the low bits of t's
+// representation; shifting those bits left by 23 is the float 2^k (the rest of t's bits fall
+// off the top), so no float->int conversion and no separate bias add are needed.  r = x - k is
+// exact, and 2^r on [-1/2, 1/2] is a degree-5 polynomial with p(0) = 1 fitted for minimax
+// relative error (9e-8 in exact arithmetic; the whole function stays below 2e-7 in float32,
+// csrc/tests/test_scan_math.cpp).  Valid for x <= 128 (the caller guarantees it: a decay has
+// delta >= 0 and A < 0, so x <= 0); below -127 the clamp makes the exponent bits 0, the result
+// 0 (2^-127 is already below float's normal range).  10 vector operations plus the clamp.
+HS3C_HD float exp2_decay_f(float x) {
+  const float kMagic = 12583039.0f;  // 1.5 * 2^23 + 127
+  const float xc = x < -127.0f ? -127.0f : x;
+  const float t = xc + kMagic;
+  const float r = xc - (t - kMagic);
+  float p = 1.326472731e-03f;
+  p = p * r + 9.671512991e-03f;
+  p = p * r + 5.550733581e-02f;
+  p = p * r + 2.402224243e-01f;
+  p = p * r + 6.931470037e-01f;
+  p = p * r + 1.0f;
+  const uint32_t e = (uint32_t)float_to_bits(t) << 23;
+  return p * bits_to_float((int32_t)e);
+}
+
+// exp2_decay_f for any x: also clamped above at 128, so that the exponent bits are all ones and
+// the result +inf above x = 127.5 (where 2^x is within a factor 1.5 of float's largest value; the
+// selective scan accepts A of either sign).
+HS3C_HD float exp2_fast_f(float x) { return exp2_decay_f(x > 128.0f ? 128.0f : x); }
+
 // log(y) for finite y > 0 (softplus only needs [1, 2]), ~1 ulp.  Splits y = m * 2^e with
 // m in [sqrt(1/2), sqrt(2)) and uses the atanh series of s = (m-1)/(m+1).
 HS3C_HD float log_1to2_f(float y) {
@@ -136,6 +166,46 @@ HS3C_HD float softplus_f(float x) {
   float ax = x < 0.0f ? -x : x;
   float pos = x > 0.0f ? x : 0.0f;
   return pos + log1p_unit_f(exp_f(-ax));
+}
+
+// softplus for the CPU scans' delta, without a division: max(x, 0) + log1p(t), t = exp(-|x|) in
+// (0, 1].  t comes from exp_fast_f's reduction (the two-part ln 2 keeps its relative error at
+// float rounding even for large |x|, where t is the whole result), and log1p(t) = t P(t) with
+// P a degree-7 polynomial on [0, 1], P(0) = 1, fitted for minimax relative error (2.2e-7), so
+// tiny results (x very negative) keep their relative accuracy.  From x = -87.68 down the result
+// is 0 (exp(x) is below float's normal range there; softplus_f's is 0 from -87.3).  Max relative error 4e-7 over [-87, 87] in float32 arithmetic
+// (csrc/tests/test_scan_math.cpp), about 25 vector operations against softplus_f's ~45 and
+// three divisions.
+HS3C_HD float softplus_fast_f(float x) {
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0.693145751953125f;
+  const float kLn2Lo = 1.428606765330187045e-06f;
+  const float kMagic = 12583039.0f;  // 1.5 * 2^23 + 127, as in exp2_decay_f
+  const float ax = x < 0.0f ? -x : x;
+  const float pos = x > 0.0f ? x : 0.0f;
+  float n = -ax;
+  n = n < -88.0f ? -88.0f : n;  // k = -127 from x = -87.68: exponent bits 0, t = 0
+  const float tk = n * kLog2e + kMagic;
+  const float kf = tk - kMagic;
+  float r = n - kf * kLn2Hi;
+  r = r - kf * kLn2Lo;
+  float p = 8.290305734e-03f;  // exp_fast_f's degree-5 minimax for e^r, |r| <= ln2 / 2
+  p = p * r + 4.189797491e-02f;
+  p = p * r + 1.666763723e-01f;
+  p = p * r + 4.999915063e-01f;
+  p = p * r + 9.999997020e-01f;
+  p = p * r + 1.0f;
+  const uint32_t e = (uint32_t)float_to_bits(tk) << 23;
+  const float t = p * bits_to_float((int32_t)e);
+  float q = -8.778942749e-03f;
+  q = q * t + 4.498660192e-02f;
+  q = q * t - 1.090228558e-01f;
+  q = q * t + 1.784720421e-01f;
+  q = q * t - 2.453686446e-01f;
+  q = q * t + 3.328406513e-01f;
+  q = q * t - 4.999817908e-01f;
+  const float tq = t * q;
+  return pos + (tq * t + t);
 }
 
 // d softplus(x) / dx = sigmoid(x).
