@@ -60,8 +60,9 @@ def add_parser(subparsers) -> None:
                    help="operator backend of the S3C block (default auto: the fastest available on the device)")
     p.add_argument("--memory-format", default="auto", choices=("auto", "channels_last", "contiguous"),
                    help="tensor layout of the model (default auto: channels_last on CPU, where oneDNN's NHWC "
-                        "convolutions ran inference 1.37x (batch 1) and 1.23x (batch 8) faster than contiguous "
-                        "with the same outputs to 1e-6, as in hands3c predict; contiguous elsewhere)")
+                        "convolutions ran inference 1.15x faster than contiguous at batch 1 and 8 on one thread "
+                        "(1.37x and 1.23x on two) with the same outputs to 1e-6, as in hands3c predict; "
+                        "contiguous elsewhere)")
     p.add_argument("--device", default=None,
                    help="torch device to run on, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")

@@ -71,14 +71,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr-gamma", type=_float, default=None, help="by this factor (default: published)")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
                    help="mixed precision: bf16 autocast (CPU or GPU) or fp16 with a gradient scaler (GPU); "
-                        "default off. bf16 made the CPU step at batch 4 1.6-2.6x faster on an AMX CPU, but is "
-                        "not the default: its pose came out just beyond SPEC §4's bfloat16 tolerance (1.001x "
-                        "the bound, up to 1.95x on other inputs) and its loss drifted 11-37%% from float32's "
-                        "within 9 steps (python -m benchmarks.train_bench)")
+                        "default off. bf16 (with channels_last) made the CPU step at batch 4 1.7x faster on an "
+                        "AMX CPU, but is not the default: its pose came out beyond SPEC §4's bfloat16 tolerance "
+                        "(1.001x the bound on the benchmark's batch, 3x at inference batch 8) and its loss "
+                        "drifted 11-37%% from float32's within 9 steps (python -m benchmarks.train_bench)")
     p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default=None,
                    help="layout of the convolutions' weights and the images (default auto: channels_last on CPU, "
-                        "where the float32 step at batch 4 measured 1.2-1.34x faster than contiguous with the "
-                        "same outputs to 1e-6; contiguous on GPU, not measured there)")
+                        "where the float32 step at batch 4 measured 1.08-1.15x faster than contiguous on one "
+                        "thread (0.91-1.34x in noisier 2-thread runs) with the same outputs to 1e-6; contiguous "
+                        "on GPU, not measured there)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda", "triton", "reference"), default=None,
                    help="the S3C block's kernels (default auto)")
     p.add_argument("--device", default=None, help="auto (a GPU when visible), cpu or cuda")

@@ -132,9 +132,10 @@ def resolve_memory_format(memory_format: str, device_type: str):
 
     "auto" is ``torch.channels_last`` on CPU: oneDNN runs the ResNet-50 FPN's convolutions in
     NHWC without reordering every activation, which made the float32 training step at batch 4,
-    256 px, 1.20-1.34x faster than NCHW (median of interleaved per-round ratios, two runs on a
-    loaded 2-core Xeon; ``python -m benchmarks.train_bench``) with the outputs within 1e-6 of
-    NCHW's.  On a GPU "auto" stays ``torch.contiguous_format``: not measured there."""
+    256 px, 1.08x and 1.15x faster than NCHW in two one-thread runs (wall and CPU time alike;
+    medians of interleaved per-round ratios, ``python -m benchmarks.train_bench`` on a shared
+    2-core Xeon with AMX) and 0.91-1.34x in three noisier two-thread runs, with the outputs
+    within 1e-6 of NCHW's.  On a GPU "auto" stays ``torch.contiguous_format``: not measured there."""
     import torch
 
     if memory_format not in MEMORY_FORMATS:
