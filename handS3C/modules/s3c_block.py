@@ -83,8 +83,10 @@ class SS2D(nn.Module):
         xi, z = xz.chunk(2, dim=-1)
         u = F.silu(self.conv2d(xi.permute(0, 3, 1, 2)))          # (B, d_inner, H, W)
         # The operators pick the implementation (backend="reference" is the published path).
-        # The channel branch scans the (d_inner x H) plane with the width as features: a
-        # permuted view, no copy.  Both scans write y in the merge's (B, H, W, d_inner) row
+        # The channel branch scans the (d_inner x H) plane with the width as features, passed
+        # as a permuted view.  The depthwise conv returns u channels-last, so that view's plane
+        # is not one stride and the operator makes one contiguous copy of u (forward and
+        # backward; 4 MB at B=2): known, left for the projection GEMMs to take plane strides.  Both scans write y in the merge's (B, H, W, d_inner) row
         # layout (out_order), so the merge streams contiguous rows, and its gradient comes
         # back to the scans' backward in that layout, which they read through its strides.
         y_c = cross_scan_selective_scan(u.permute(0, 3, 1, 2), *self.channel_params(), out_order=CHANNEL_OUT_ORDER,
