@@ -72,33 +72,6 @@ HS3C_HD float exp_f(float x) {
   return res;
 }
 
-// exp(x) for the CPU scans' decays exp(delta * A): the range reduction of exp_f, a degree-5
-// minimax polynomial instead of the degree-7 Taylor one (max relative error 1.7e-7 in float32
-// arithmetic, csrc/tests/test_scan_math.cpp; SPEC §4's float32 rtol is 6e-4), and no selects:
-// x is clamped so that k = round(x log2 e) stays in [-127, 128], where the exponent bits of 2^k
-// are 0 (the result is 0, from x = -87.68) or all ones (+inf, from x = 88.38, where exp(x) is
-// already 2.4e38: a decay that large overflows the state anyway).  15 vector operations instead
-// of exp_f's 21.
-HS3C_HD float exp_fast_f(float x) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693145751953125f;
-  const float kLn2Lo = 1.428606765330187045e-06f;
-  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float xc = x < -88.03f ? -88.03f : x;
-  xc = xc > 88.73f ? 88.73f : xc;
-  float kf = (xc * kLog2e + kRound) - kRound;
-  float r = xc - kf * kLn2Hi;
-  r = r - kf * kLn2Lo;
-  float p = 8.290305734e-03f;
-  p = p * r + 4.189797491e-02f;
-  p = p * r + 1.666763723e-01f;
-  p = p * r + 4.999915063e-01f;
-  p = p * r + 9.999997020e-01f;
-  p = p * r + 1.0f;
-  int32_t ki = (int32_t)kf;
-  return p * bits_to_float((ki + 127) << 23);
-}
-
 // 2^x for the CPU scans' decays, with x = delta * (A log2 e): the kernels scale A by log2 e
 // once per channel, so the step needs no multiply by log2 e and no two-part ln 2 reduction.
 // Rounding k = round(x) by adding M = 1.5 * 2^23 + 127 leaves k + 127 in the low bits of t's
@@ -169,7 +142,7 @@ HS3C_HD float softplus_f(float x) {
 }
 
 // softplus for the CPU scans' delta, without a division: max(x, 0) + log1p(t), t = exp(-|x|) in
-// (0, 1].  t comes from exp_fast_f's reduction (the two-part ln 2 keeps its relative error at
+// (0, 1].  t comes from a round-to-integer reduction with a two-part ln 2 (which keeps its relative error at
 // float rounding even for large |x|, where t is the whole result), and log1p(t) = t P(t) with
 // P a degree-7 polynomial on [0, 1], P(0) = 1, fitted for minimax relative error (2.2e-7), so
 // tiny results (x very negative) keep their relative accuracy.  From x = -87.68 down the result
@@ -189,7 +162,7 @@ HS3C_HD float softplus_fast_f(float x) {
   const float kf = tk - kMagic;
   float r = n - kf * kLn2Hi;
   r = r - kf * kLn2Lo;
-  float p = 8.290305734e-03f;  // exp_fast_f's degree-5 minimax for e^r, |r| <= ln2 / 2
+  float p = 8.290305734e-03f;  // degree-5 minimax for e^r, |r| <= ln2 / 2
   p = p * r + 4.189797491e-02f;
   p = p * r + 1.666763723e-01f;
   p = p * r + 4.999915063e-01f;
