@@ -3,8 +3,9 @@
 //
 // Any strides are accepted.  The S3C block's scans write both branch outputs in its
 // (B, H, W, d) row layout (cross_scan_selective_scan's out_order), so there every input row is
-// contiguous and is read in place: x = y_spatial + y_channel is summed straight into a row
-// of the tile and a float32 z is not copied at all.  Inputs whose channel stride is not 1
+// contiguous and is read in place: x = y_spatial + y_channel is summed into one L1-resident
+// row right before that row is normalised, the next row's lines are prefetched meanwhile, and
+// a float32 z is not copied at all (fwd_rows_in_place, and the backward's in_place branch).  Inputs whose channel stride is not 1
 // (e.g. the permuted views of contiguous (B, d, H, W) / (B, W, d, H) branch outputs) are
 // gathered once per tile of kG rows into a contiguous (kG x C) tile with the loop order that
 // reads them with unit stride (channel outer, row inner when consecutive rows are adjacent in
@@ -192,6 +193,60 @@ void merge_row_fwd(const float* x, const float* z, const float* w, const float* 
   for (int64_t c = 0; c < C; ++c) out[c] = hm::merge_apply(x[c], mu, rs, w[c], b[c], z[c]);
 }
 
+// x = a + b over one row, with AVX-512 where the machine has it (the strided path's
+// load_tile runs at the baseline ISA; here the row is summed where it is used).
+HS3C_MERGE_CLONES
+void add_row(const float* a, const float* b, int64_t C, float* x) {
+  HS3C_SIMD
+  for (int64_t c = 0; c < C; ++c) x[c] = a[c] + b[c];
+}
+
+// Asks for the cache lines of one row of C floats.
+inline void prefetch_row(const float* p, int64_t C) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t off = 0; off < C * static_cast<int64_t>(sizeof(float)); off += 64) __builtin_prefetch(c + off);
+}
+
+// The forward when every row lies in place (unit channel stride, float32 z: the S3C block's
+// layout): one pass over memory in row order, x summed into one L1-resident row, the next
+// row's lines requested while this one is computed.  The forward's rows are independent and
+// merge_row_fwd is the strided path's own row code, so the result is the same bit for bit.
+// Returns false (nothing done) for any other layout or z dtype.
+template <typename T>
+bool fwd_rows_in_place(const Rows<float>& S, const Rows<float>& Ch, const Rows<T>& Z, int64_t M, int64_t C,
+                       const float* w, const float* b, float eps, float* out, float* mean, float* rstd) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    if (S.sc != 1 || Ch.sc != 1 || Z.sc != 1) return false;
+    at::parallel_for(0, M, 16, [&](int64_t r0, int64_t r1) {
+      std::vector<float> xrow(C);
+      float* x = xrow.data();
+      for (int64_t r = r0; r < r1; ++r) {
+        if (r + 1 < r1) {
+          prefetch_row(S.base + S.off[r + 1], C);
+          prefetch_row(Ch.base + Ch.off[r + 1], C);
+          prefetch_row(Z.base + Z.off[r + 1], C);
+        }
+        add_row(S.base + S.off[r], Ch.base + Ch.off[r], C, x);
+        merge_row_fwd(x, Z.base + Z.off[r], w, b, C, eps, out + r * C, mean + r, rstd + r);
+      }
+    });
+    return true;
+  }
+}
+
+// Row r of a float32 operand with unit channel stride, in place; nullptr for any other
+// dtype or stride.
+template <typename T>
+inline const float* float_row(const Rows<T>& Z, int64_t r) {
+  if constexpr (std::is_same_v<T, float>) {
+    return Z.sc == 1 ? Z.base + Z.off[r] : nullptr;
+  } else {
+    return nullptr;
+  }
+}
+
 // One row of the backward.  x: y_spatial + y_channel; go: dL/dout.  Writes dy (the gradient of
 // both branch inputs), dz (float), and adds this row's terms to the weight/bias partials.
 HS3C_MERGE_CLONES
@@ -259,6 +314,7 @@ std::tuple<Tensor, Tensor, Tensor> s3c_merge_fwd(const Tensor& y_spatial, const 
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "s3c_merge_fwd", [&] {
     const Rows<scalar_t> Z{z.data_ptr<scalar_t>(), offz.data(), z.stride(-1)};
+    if (fwd_rows_in_place(S, Ch, Z, M, C, pw, pb, feps, po, pm, pr)) return;
     at::parallel_for(0, ntiles, 4, [&](int64_t t0, int64_t t1) {
       std::vector<float> buf(3 * kG * C);
       float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
@@ -311,6 +367,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "s3c_merge_bwd", [&] {
     const Rows<scalar_t> Z{z.data_ptr<scalar_t>(), offz.data(), z.stride(-1)};
     scalar_t* pdz = dz.data_ptr<scalar_t>();
+    // Every operand's rows in place (the S3C block's layout): each row's x is summed into one
+    // L1-resident row right before it is used and the plan's next row is requested meanwhile,
+    // instead of staging a 16-row tile (32 KiB at C = 512) that leaves L1 before its last row is
+    // read.  Same rows in the same order, same row code: the same result bit for bit.
+    const bool in_place = S.sc == 1 && Ch.sc == 1 && float_row(Z, 0) != nullptr;
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
       std::vector<float> buf(3 * kG * C + 3 * C);
       float *xs = buf.data(), *xc = xs + kG * C, *zt = xc + kG * C;
@@ -320,6 +381,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> s3c_merge_bwd(const Tensor& dout, con
         float* db = dw + C;
         const int64_t tend = std::min(ntiles, (blk + 1) * kTilesPerBlock);
         for (int64_t t = blk * kTilesPerBlock; t < tend; ++t) {
+          if (in_place) {
+            const int64_t* rows = plan.rows.data() + plan.start[t];
+            const int64_t g = plan.start[t + 1] - plan.start[t];
+            for (int64_t j = 0; j < g; ++j) {
+              const int64_t r = rows[j];
+              if (j + 1 < g) {
+                const int64_t n = rows[j + 1];
+                prefetch_row(S.base + S.off[n], C);
+                prefetch_row(Ch.base + Ch.off[n], C);
+                prefetch_row(float_row(Z, n), C);
+                prefetch_row(pd + n * C, C);
+              }
+              add_row(S.base + S.off[r], Ch.base + Ch.off[r], C, xs);
+              merge_row_bwd(xs, float_row(Z, r), pd + r * C, pw, pb, C, pm[r], pr[r], xh, dxh, pdy + r * C,
+                            reinterpret_cast<float*>(pdz) + r * C, dw, db);
+            }
+            continue;
+          }
           const int64_t* rows;
           const float* zrow[kG];
           const int64_t g = load_tile(plan, t, S, Ch, Z, C, xs, xc, zt, zrow, &rows);
