@@ -12,7 +12,7 @@ import torch
 
 from handS3C import ops, reference
 
-from . import bounds
+from . import bounds, ceilings
 from .common import Measurement, branch_inputs, interleaved, median, peak_memory_mb, ratio
 
 EXTRA: dict = {}
@@ -130,8 +130,8 @@ def suite_ops(args, device, backends):
         u, params = branch_inputs(branch, B, device)
         D, P, Q = u.shape[1:]
         tag = f"cross-scan {branch} B={B} D={D} {P}x{Q}"
-        cases.append((tag, u, params))
-    for tag, u, params in _progress(cases, args, "operators"):
+        cases.append((branch, tag, u, params))
+    for branch, tag, u, params in _progress(cases, args, "operators"):
         want = reference.cross_scan_selective_scan_ref(u, *params)
         impls = [(b, (lambda b=b: ops.cross_scan_selective_scan(u, *params, backend=b))) for b in backends]
         if device.type == "cpu" and _have_mambapy():
@@ -189,6 +189,10 @@ def suite_ops(args, device, backends):
                     torch.autograd.grad(y_cpu, bwd_leaves, g_cpu, retain_graph=True)
                 EXTRA[f"{tag}: cpu bwd vs its compute bound"] = bounds.describe_backward(
                     bounds.backward_shares(bwd_cpu, updates, rounds=max(3, args.runs)))
+            # What the forward's share could reach at best: its per-position work (GEMM, scan-order
+            # copy, delta) measured apart from the state updates (benchmarks/ceilings.py).
+            EXTRA[f"{tag}: cpu fwd share ceiling"] = ceilings.describe_scan(
+                ceilings.scan_ceiling(branch, B, rounds=max(5, args.runs)))
 
     # The merge, at the block's shape and layout: the two scans write their outputs as
     # contiguous (B, H, W, d_inner) rows (cross_scan_selective_scan's out_order), so both
@@ -217,6 +221,12 @@ def suite_ops(args, device, backends):
     for b in backends:
         group[b] = (merge_fwd_bwd(lambda *a, b=b: ops.s3c_merge(*a, backend=b)), "")
     rows.extend(_measure_group(f"{tag} fwd+bwd", group, args, device))
+    if device.type == "cpu" and "cpu" in backends:
+        # The largest speed-up any fused merge could show here: PyTorch against a streaming
+        # stand-in with the fused kernel's memory traffic (benchmarks/ceilings.py).
+        m = ceilings.merge_ceiling(B, rounds=max(5, args.runs))
+        for name in ("fwd", "fwd+bwd"):
+            EXTRA[f"{tag} {name}: ceiling"] = ceilings.describe_merge(m, name)
     return rows
 
 
