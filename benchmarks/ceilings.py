@@ -5,19 +5,17 @@
 Forward share of the loop bound.  The operator's share (``bounds.shares``) divides the time its
 state updates would take at the loop bound (``state_update_peak_rate``) by the whole operator's
 time.  That time is the state updates plus work done once per (position, direction, 16
-channels) whatever N is: the x_proj GEMM, the copy of its output into scan order (both ATen,
-in cross_scan_cpu.cpp, timed here alone on the same shapes), and inside the kernel the dt
-projection, softplus, delta*u, D*u, the tile packing and the output accumulation.  The kernel's
-part is split by running the operator at N = 16 and N = 8 (both compiled specialisations,
-interleaved): with K(N) = operator - pre-passes = F + N*S, the difference gives S (time per
-state, all updates of one state index) and F (the per-position part).  The ceiling is the
-share the operator would have if its state updates ran exactly at the loop bound while F and
-the pre-passes stayed as they are:  T_loop / (T_loop + F + pre-passes).
+channels) whatever N is: the x_proj GEMM and the copy of its output into scan order (ATen, in
+cross_scan_cpu.cpp: timed here alone on the same shapes, through the same oneDNN or
+at::matmul path) and, inside the kernel, the dt projection,
+softplus, delta*u, D*u, the tile packing and the output accumulation.  The kernel's share is
+the loop-bound time over (operator - pre-passes).
+
 The work ceiling asks what the share could be with every part at its best: the state updates
 at the loop bound, the per-position vector operations (POSITION_OPS, counted in the compiled
 kernel) at the loop's own operation rate, the GEMM's B*L*D*4(R+2N) FMAs at the measured FMA
 peak and the scan-order copy free:  T_loop / (T_loop (1 + POSITION_OPS / (N ops_per_update))
-+ GEMM FMAs / FMA peak).  At N = 16, R = 16 those two extras are 20% and 20% of the state
++ GEMM FMAs / FMA peak).  At N = 16, R = 16 the two extras are each about a fifth of the state
 work, so the ceiling sits near 70% before any real inefficiency.
 
 Merge ratio.  The fused merge reads y_spatial, y_channel and z and writes the output (four
@@ -41,7 +39,7 @@ import torch
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import branch_inputs, cross_scan_params, interleaved, median, ratio  # noqa: E402
+from benchmarks.common import branch_inputs, interleaved, median, ratio  # noqa: E402
 
 
 def _plane_view(u):
@@ -56,15 +54,37 @@ def _plane_view(u):
     return u.as_strided((B, D, P * Q), (u.stride(0), u.stride(1), sl))
 
 
+def _dnnl_linear():
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    return op if op is not None and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else None
+
+
+def projections(u3, x_proj_weight):
+    """The x_proj GEMM as cross_scan_cpu.cpp's projections() does it: (B, L, D) x (D, 4C) through
+    oneDNN's linear (one call when the rows form one matrix, else one per batch element), or
+    torch.matmul where oneDNN is not built in.  Returns (B, L, 4C)."""
+    B, D, L = u3.shape
+    w = x_proj_weight.reshape(-1, D).contiguous()
+    x = u3.transpose(1, 2)
+    lin = _dnnl_linear()
+    if lin is None:
+        return torch.matmul(x, w.t()).contiguous()
+    if B == 1 or x.stride(0) == L * x.stride(1):
+        rows = x.as_strided((B * L, D), (x.stride(1), x.stride(2)))
+        return lin(rows, w, None, "none", [], "").view(B, L, -1)
+    out = torch.empty(B, L, w.shape[0])
+    for b in range(B):
+        out[b].copy_(lin(x[b], w, None, "none", [], ""))
+    return out
+
+
 def prepasses(u, x_proj_weight):
     """The forward's ATen work before the scan kernel, as cross_scan_fwd does it: the x_proj
     GEMM (B, L, D) x (D, 4C) and the copy of its output into each direction's scan order."""
     B, D, P, Q = u.shape
     L = P * Q
     C = x_proj_weight.shape[1]
-    u3 = _plane_view(u)
-    w = x_proj_weight.reshape(4 * C, D)
-    dbl = torch.matmul(u3.transpose(1, 2), w.t()).view(B, L, 4, C).contiguous()
+    dbl = projections(_plane_view(u), x_proj_weight).view(B, L, 4, C)
     out = torch.empty(B, 4, L, C)
     d5 = dbl.view(B, P, Q, 4, C)
     for k in range(4):
@@ -84,28 +104,21 @@ POSITION_OPS = 49
 
 
 def scan_ceiling(branch: str, batch: int = 2, rounds: int = 7) -> dict:
-    """Times the CPU forward at N = 16 and N = 8, its pre-passes at both, the x_proj GEMM alone,
-    the loop bound and the FMA rate, in interleaved rounds.  Returns per-run seconds (medians)
-    and the derived figures; see the module docstring."""
+    """Times the CPU forward (N = 16), its ATen pre-passes, the x_proj GEMM alone, the loop
+    bound and the FMA rate, in interleaved rounds.  Returns per-run seconds (medians) and the
+    derived figures; see the module docstring."""
     from handS3C import ops
 
-    u, p16 = branch_inputs(branch, batch, "cpu", N=16)
-    D = u.shape[1]
-    p8 = cross_scan_params(D, 8, 16, device="cpu")
+    u, params = branch_inputs(branch, batch, "cpu", N=16)
     B, D, P, Q = u.shape
     L = P * Q
-    C = p16[0].shape[1]
+    N = params[3].shape[1]
+    C = params[0].shape[1]
     u3 = _plane_view(u)
-    w16 = p16[0].reshape(4 * C, D)
 
-    def op(params):
-        def run():
-            with torch.no_grad():
-                return ops.cross_scan_selective_scan(u, *params, backend="cpu")
-        return run
-
-    def pre(params):
-        return lambda: prepasses(u, params[0])
+    def op():
+        with torch.no_grad():
+            return ops.cross_scan_selective_scan(u, *params, backend="cpu")
 
     loop_rates, fma_rates = [], []
 
@@ -113,48 +126,40 @@ def scan_ceiling(branch: str, batch: int = 2, rounds: int = 7) -> dict:
         loop_rates.append(torch.ops.hands3c.state_update_peak_rate(100_000))
         fma_rates.append(torch.ops.hands3c.fma_peak_rate(2_000_000))
 
-    t = interleaved({"op16": op(p16), "op8": op(p8), "pre16": pre(p16), "pre8": pre(p8),
-                     "gemm16": lambda: torch.matmul(u3.transpose(1, 2), w16.t()), "bounds": bounds},
+    t = interleaved({"op": op, "pre": lambda: prepasses(u, params[0]),
+                     "gemm": lambda: projections(u3, params[0]), "bounds": bounds},
                     rounds=rounds, warmup=1)
     m = {k: median(v) for k, v in t.items()}
     loop_rate = statistics.median(loop_rates)
     fma_rate = statistics.median(fma_rates)          # FMAs of 16 floats per second, all threads
     ops_per_update = torch.ops.hands3c.state_update_vector_ops()
-    updates16 = B * 4 * D * L * 16
+    updates = B * 4 * D * L * N
     gemm_fmas = B * L * D * 4 * C
-    k16, k8 = m["op16"] - m["pre16"], m["op8"] - m["pre8"]
-    per_state = (k16 - k8) / 8          # seconds for all updates of one state index
-    fixed = k16 - 16 * per_state         # per-position part of the kernel
-    t_loop = updates16 / loop_rate
+    t_loop = updates / loop_rate
+    kernel = m["op"] - m["pre"]
     # Every part at its best: the state updates at the loop bound, the per-position operations
     # at the loop's own operation rate, the GEMM at the FMA peak, the scan-order copy free.
-    t_work = t_loop * (1 + POSITION_OPS / (16 * ops_per_update)) + gemm_fmas / (16 * fma_rate)
-    blocks = B * 4 * L * ((D + 15) // 16)  # (position, direction, 16-channel block) visits
+    t_work = t_loop * (1 + POSITION_OPS / (N * ops_per_update)) + gemm_fmas / (16 * fma_rate)
     return {
-        "branch": branch, "shape": (B, D, P, Q), "threads": torch.get_num_threads(),
-        "op_s": m["op16"], "pre_s": m["pre16"], "gemm_s": m["gemm16"], "kernel_s": k16, "fixed_s": fixed,
-        "state_s": 16 * per_state, "loop_s": t_loop, "loop_rate": loop_rate, "fma_rate": fma_rate,
-        "share": t_loop / m["op16"],
-        "state_share": t_loop / (16 * per_state) if per_state > 0 else float("nan"),
-        "ceiling": t_loop / (t_loop + max(fixed, 0.0) + m["pre16"]),
-        "gemm_efficiency": gemm_fmas / (16 * fma_rate * m["gemm16"]),
+        "branch": branch, "shape": (B, D, P, Q), "N": N, "threads": torch.get_num_threads(),
+        "op_s": m["op"], "pre_s": m["pre"], "gemm_s": m["gemm"], "kernel_s": kernel,
+        "loop_s": t_loop, "loop_rate": loop_rate, "fma_rate": fma_rate,
+        "share": t_loop / m["op"],
+        "kernel_share": t_loop / kernel if kernel > 0 else float("nan"),
+        "gemm_efficiency": gemm_fmas / (16 * fma_rate * m["gemm"]),
         "work_s": t_work, "work_ceiling": t_loop / t_work,
-        "fixed_ns_per_block": 1e9 * fixed * torch.get_num_threads() / blocks,
     }
 
 
 def describe_scan(c: dict) -> str:
     ms = lambda s: f"{1e3 * s:.1f} ms"  # noqa: E731
-    return (f"operator {ms(c['op_s'])} = pre-passes {ms(c['pre_s'])} (x_proj GEMM {ms(c['gemm_s'])} at "
-            f"{100 * c['gemm_efficiency']:.0f}% of the FMA peak, + scan-order copy) + "
-            f"kernel {ms(c['kernel_s'])} [per-position part {ms(c['fixed_s'])} "
-            f"({c['fixed_ns_per_block']:.0f} ns per position, direction and 16 channels per thread) + "
-            f"16 states {ms(c['state_s'])}]; at the loop bound the states would take {ms(c['loop_s'])}: "
-            f"operator share {100 * c['share']:.0f}%, the state part alone {100 * c['state_share']:.0f}% of the loop bound; "
-            f"ceiling with a state loop at the bound and the rest as it is: {100 * c['ceiling']:.0f}%; "
-            f"with every part at its best (per-position work at the loop's rate, GEMM at the FMA peak, "
+    return (f"operator {ms(c['op_s'])} = ATen pre-passes {ms(c['pre_s'])} (x_proj GEMM "
+            f"{ms(c['gemm_s'])}, {100 * c['gemm_efficiency']:.0f}% of the FMA peak; scan-order copy) + scan kernel "
+            f"{ms(c['kernel_s'])}; the state updates alone at the loop bound: {ms(c['loop_s'])}. "
+            f"Share of the loop bound: operator {100 * c['share']:.0f}%, kernel {100 * c['kernel_share']:.0f}%. "
+            f"Ceiling with every part at its best (per-position work at the loop's rate, GEMM at the FMA peak, "
             f"no copy: {ms(c['work_s'])}): {100 * c['work_ceiling']:.0f}% "
-            f"({c['threads']} threads, N = 16 and 8 interleaved)")
+            f"({c['threads']} threads)")
 
 
 class _StreamingMerge(torch.autograd.Function):
