@@ -206,6 +206,29 @@ def test_strided_and_contiguous_inputs_agree():
     assert torch.allclose(a, b, rtol=1e-6, atol=1e-6) and torch.allclose(a, c, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channel-view", "batch-1"])
+def test_projection_gemm_with_and_without_onednn(layout):
+    """The forward's x_proj GEMM goes through oneDNN's linear where PyTorch has it (one call for a
+    channel-branch view, one per batch element for a contiguous u, one for B = 1) and through
+    at::matmul when mkldnn is disabled: each path against float64, values and gradients."""
+    u, *params = make_inputs(1 if layout == "batch-1" else 2, 24, 6, 10, 4, 3, seed=11)
+    if layout == "channel-view":
+        u = u.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # D fastest, as the channel branch
+    outs = []
+    was = torch._C._get_mkldnn_enabled()
+    try:
+        for enabled in (True, False):
+            # the switch torch.backends.mkldnn.flags sets, without its TF32 setter (which warns
+            # on builds without Intel GPU support)
+            torch._C._set_mkldnn_enabled(enabled)
+            check_against_float64([u] + params, "cpu")
+            with torch.no_grad():
+                outs.append(ops.cross_scan_selective_scan(u, *params, backend="cpu"))
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
 def test_equals_published_path():
     """The composition check: the fused op equals cross-scan + mamba-ssm selective_scan_ref + merge."""
     args = make_inputs(2, 24, 6, 10, 16, 2, seed=7)
