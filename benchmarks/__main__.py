@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import sys
 import time
 
 import torch
+
+from handS3C._atomic import atomic_write, atomic_write_json
 
 from . import suites
 from .common import Measurement
@@ -117,7 +118,8 @@ def _chart(rows, path):
     for i, (_, v) in enumerate(pts):
         ax.text(v, i, f" {v:.1f}x", va="center", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # written atomically: a reader never finds half a chart (handS3C._atomic)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return True
 
@@ -145,8 +147,7 @@ def main(argv=None):
     result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "argv": sys.argv[1:] if argv is None else argv, "rows": [r.as_dict() for r in rows],
               "extra": suites.EXTRA, "wall_s": time.time() - t0}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    atomic_write_json(os.path.join(args.out, "results.json"), result, indent=1)
     chart = os.path.join(args.out, "speedups.png")
     drew = _chart(rows, chart)
     for k, v in suites.EXTRA.items():

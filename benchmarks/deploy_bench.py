@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from handS3C._atomic import atomic_write
+
 from .common import Measurement, interleaved, median, ratio
 
 TOL = {"float32": (6e-4, 2e-3), "bfloat16": (3e-2, 5e-2)}
@@ -70,7 +72,7 @@ def _chart(rows, path):
         ax.set_xlabel("median latency, ms")
         ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return True
 

@@ -128,6 +128,13 @@ def test_main_job_runs_end_to_end(tmp_path):
     assert ("HandS3C inference 224px B=1", "reference") in timed
     assert (out / "speedups.png").stat().st_size > 0
     assert "training step [cpu] vs reference forward alone" in res["extra"]
+    # the ceilings of the two issue-14 targets are part of the main job's output
+    for key in ("cross-scan spatial B=1 D=512 32x32: cpu fwd share ceiling",
+                "cross-scan channel B=1 D=32 512x32: cpu fwd share ceiling",
+                "s3c merge B=1 32x32x512 fwd+bwd: ceiling"):
+        assert key in res["extra"], sorted(res["extra"])
+    # written atomically: no temporary file is left beside the results
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "speedups.png"]
 
 
 # ---- the GPU benchmark script (benchmarks/bench_gpu.py) ----------------------------------------
