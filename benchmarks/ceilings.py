@@ -32,7 +32,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import torch
 

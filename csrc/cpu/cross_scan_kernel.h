@@ -139,55 +139,43 @@ typedef float v16f __attribute__((vector_size(64)));
 typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
 #define HS3C_LOAD16(ptr) (*reinterpret_cast<const v16f_u*>(ptr))
 
-// Delta for kLanes channels at one position: softplus(W[k, d, :] . dt_low + bias).  The dot
-// product runs in four partial sums (r mod 4) held in registers, so its FMAs form four short
-// dependency chains instead of one R long.
-inline void compute_delta(const float* row, const float* w, const float* bias, int64_t R, float* x,
+// Delta for kLanes channels at NP positions: softplus(W[k, d, :] . dt_low + bias), x and delta
+// NP consecutive rows of kLanes.  Each dot product runs in four partial sums (r mod 4) held in
+// registers, so its FMAs form four short dependency chains instead of one R long.  Every
+// position gets the same arithmetic whatever NP is (bit-identical results).  One position's
+// delta is a chain of ~30 dependent operations (dot product, then the softplus polynomials);
+// the out-of-order window does not hold enough positions of the forward's chunk loop to hide
+// it, so that loop ran at about half the throughput of its operation count: the forward asks
+// for two positions at once (NP = 2), whose interleaved chains fill the FMA pipes.
+template <int NP>
+inline void compute_delta(const float* const (&rows)[NP], const float* w, const float* bias, int64_t R, float* x,
                           float* delta) {
-  v16f acc0 = HS3C_LOAD16(bias), acc1 = {}, acc2 = {}, acc3 = {};
-  int64_t r = 0;
-  for (; r + 4 <= R; r += 4) {
-    acc0 += HS3C_LOAD16(w + r * kLanes) * row[r];
-    acc1 += HS3C_LOAD16(w + (r + 1) * kLanes) * row[r + 1];
-    acc2 += HS3C_LOAD16(w + (r + 2) * kLanes) * row[r + 2];
-    acc3 += HS3C_LOAD16(w + (r + 3) * kLanes) * row[r + 3];
+  v16f acc0[NP], acc1[NP], acc2[NP], acc3[NP];
+  for (int p = 0; p < NP; ++p) {
+    acc0[p] = HS3C_LOAD16(bias);
+    acc1[p] = acc2[p] = acc3[p] = v16f{};
   }
-  for (; r < R; ++r) acc0 += HS3C_LOAD16(w + r * kLanes) * row[r];
-  const v16f xv = (acc0 + acc1) + (acc2 + acc3);
-  std::memcpy(x, &xv, sizeof(xv));
-  HS3C_SIMD
-  for (int j = 0; j < kLanes; ++j) delta[j] = hm::softplus_fast_f(x[j]);
-}
-
-// compute_delta at two positions at once, with the same arithmetic per position (bit-identical
-// results).  One position's delta is a chain of ~30 dependent operations (dot product, then the
-// softplus polynomials); the out-of-order window does not hold enough positions of the chunk's
-// delta loop to hide it, so that loop ran at about half the throughput of its operation count.
-// Two interleaved chains per iteration fill the FMA pipes.
-inline void compute_delta2(const float* row0, const float* row1, const float* w, const float* bias, int64_t R,
-                           float* x0, float* x1, float* delta0, float* delta1) {
-  v16f p0 = HS3C_LOAD16(bias), p1 = {}, p2 = {}, p3 = {};
-  v16f q0 = HS3C_LOAD16(bias), q1 = {}, q2 = {}, q3 = {};
   int64_t r = 0;
   for (; r + 4 <= R; r += 4) {
     const v16f w0 = HS3C_LOAD16(w + r * kLanes), w1 = HS3C_LOAD16(w + (r + 1) * kLanes);
     const v16f w2 = HS3C_LOAD16(w + (r + 2) * kLanes), w3 = HS3C_LOAD16(w + (r + 3) * kLanes);
-    p0 += w0 * row0[r]; p1 += w1 * row0[r + 1]; p2 += w2 * row0[r + 2]; p3 += w3 * row0[r + 3];
-    q0 += w0 * row1[r]; q1 += w1 * row1[r + 1]; q2 += w2 * row1[r + 2]; q3 += w3 * row1[r + 3];
+    for (int p = 0; p < NP; ++p) {
+      acc0[p] += w0 * rows[p][r];
+      acc1[p] += w1 * rows[p][r + 1];
+      acc2[p] += w2 * rows[p][r + 2];
+      acc3[p] += w3 * rows[p][r + 3];
+    }
   }
   for (; r < R; ++r) {
     const v16f wr = HS3C_LOAD16(w + r * kLanes);
-    p0 += wr * row0[r];
-    q0 += wr * row1[r];
+    for (int p = 0; p < NP; ++p) acc0[p] += wr * rows[p][r];
   }
-  const v16f xv0 = (p0 + p1) + (p2 + p3), xv1 = (q0 + q1) + (q2 + q3);
-  std::memcpy(x0, &xv0, sizeof(xv0));
-  std::memcpy(x1, &xv1, sizeof(xv1));
+  for (int p = 0; p < NP; ++p) {
+    const v16f xv = (acc0[p] + acc1[p]) + (acc2[p] + acc3[p]);
+    std::memcpy(x + p * kLanes, &xv, sizeof(xv));
+  }
   HS3C_SIMD
-  for (int j = 0; j < kLanes; ++j) {
-    delta0[j] = hm::softplus_fast_f(x0[j]);
-    delta1[j] = hm::softplus_fast_f(x1[j]);
-  }
+  for (int i = 0; i < NP * kLanes; ++i) delta[i] = hm::softplus_fast_f(x[i]);
 }
 
 // Per-task scratch, reused across the tasks a thread runs.
@@ -246,7 +234,7 @@ void forward_block(const CrossScanArgs& s, int64_t b, int64_t d0, float* out_pla
   rows_to_cols(w.urow.data(), s.P, s.Q, w.ucol.data());
   BlockParams bp;
   alignas(64) float h[(NS > 0 ? NS : hm::kMaxState) * kLanes];
-  alignas(64) float x[kLanes], x1[kLanes], y[kLanes];
+  alignas(64) float x[2 * kLanes], y[kLanes];
   // Per chunk, [kCkpt][kLanes]: delta, delta u and D u (the output's skip term); 12 KiB, L1.
   alignas(64) float deltas[kCkpt * kLanes], dus[kCkpt * kLanes], ys[kCkpt * kLanes];
   // A log2 e in a 64-byte aligned local copy: its rows are whole-vector loads in every step of
@@ -276,10 +264,9 @@ void forward_block(const CrossScanArgs& s, int64_t b, int64_t d0, float* out_pla
       int64_t t = 0;
       for (; t + 2 <= T; t += 2) {
         const int64_t si0 = scan_index(k, l0 + t, L), si1 = scan_index(k, l0 + t + 1, L);
-        compute_delta2(dbl_k + si0 * C, dbl_k + si1 * C, bp.w.data(), bp.bias, R, x, x1, deltas + t * kLanes,
-                       deltas + (t + 1) * kLanes);
+        compute_delta<2>({dbl_k + si0 * C, dbl_k + si1 * C}, bp.w.data(), bp.bias, R, x, deltas + t * kLanes);
       }
-      if (t < T) compute_delta(dbl_k + scan_index(k, l0 + t, L) * C, bp.w.data(), bp.bias, R, x, deltas + t * kLanes);
+      if (t < T) compute_delta<1>({dbl_k + scan_index(k, l0 + t, L) * C}, bp.w.data(), bp.bias, R, x, deltas + t * kLanes);
       for (t = 0; t < T; ++t) {
         const float* dt = deltas + t * kLanes;
         const float* ut = utile + scan_index(k, l0 + t, L) * kLanes;
@@ -444,7 +431,7 @@ void backward_block(const CrossScanArgs& s, const CrossScanGrads& g, int64_t b, 
         const float* row = dbl_k + si * C;
         float* xt = xs + t * kLanes;
         float* dt = deltas + t * kLanes;
-        compute_delta(row, bp.w.data(), bp.bias, R, xt, dt);
+        compute_delta<1>({row}, bp.w.data(), bp.bias, R, xt, dt);
         recompute_step<NS>(N, a2, dt, utile + si * kLanes, row + R, h, hprev + t * N * kLanes,
                            decay + t * N * kLanes);
       }
